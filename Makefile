@@ -1,0 +1,51 @@
+# The two commands a new user needs: `make demo` and `make test`. Everything else is for developers.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-dev
+PACKAGES := aideploy aideploy_iac stacks optimizer serving api
+
+.PHONY: install demo test lint typecheck pytest bench bench-optimizer bench-serving bench-iac bench-api soak clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(VENV)/bin/aideploy demo
+
+test: install lint typecheck pytest
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: install
+	$(VENV)/bin/mypy $(PACKAGES) tests benchmarks
+
+pytest: install
+	$(PY) -m pytest -q
+
+# Benchmarks print a table and write JSON to benchmarks/results/.
+bench: bench-optimizer bench-serving bench-iac bench-api
+
+bench-optimizer: install
+	$(PY) benchmarks/optimizer.py
+
+bench-serving: install
+	$(PY) benchmarks/serving.py
+
+bench-iac: install
+	$(PY) benchmarks/iac.py
+
+bench-api: install
+	$(PY) benchmarks/api.py
+
+soak: install
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

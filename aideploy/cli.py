@@ -1,0 +1,104 @@
+"""The ``aideploy`` command.
+
+Each part of the platform adds its subcommands here; their modules import nothing heavy at top
+level, so ``aideploy --version`` stays instant and a missing extra is reported only when the
+command that needs it runs.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, NoReturn
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from aideploy import __version__
+from aideploy.errors import AideployError
+from aideploy.schema import field_errors
+from aideploy.settings import ENV_PREFIX, Settings, load_settings
+
+app = typer.Typer(
+    name="aideploy",
+    help="Optimize ML models and deploy them as cheap, scale-to-zero endpoints.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+config_app = typer.Typer(help="Inspect the effective settings.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+err_console = Console(stderr=True)
+
+
+def fail(message: str) -> NoReturn:
+    """Report a user error as one line on stderr and exit with code 2."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=2)
+
+
+def settings_or_fail() -> Settings:
+    """Load the settings, turning a bad variable or file into one line naming it."""
+    try:
+        return load_settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{ENV_PREFIX}{error.field.upper().replace('.', '__')}: {error.message}"
+            for error in field_errors(exc)
+        )
+        fail(f"invalid settings: {problems}")
+    except (FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"aideploy {__version__}")
+        raise typer.Exit
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """aideploy: from model upload to a cheap, fast, scale-to-zero endpoint."""
+
+
+@config_app.command("show")
+def config_show(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Print the effective settings, with secrets masked."""
+    values = settings_or_fail().masked()
+    if as_json:
+        typer.echo(json.dumps(values, indent=2, sort_keys=True))
+        return
+    table = Table(title="aideploy settings", show_lines=False)
+    table.add_column("setting", style="bold")
+    table.add_column("value")
+    table.add_column("environment variable", style="dim")
+    for key in sorted(values):
+        value = values[key]
+        shown = "-" if value is None or value == [] else json.dumps(value) if isinstance(value, dict | list) else str(value)
+        variable = "" if key.startswith("effective_") else f"{ENV_PREFIX}{key.upper()}"
+        table.add_row(key, shown, variable)
+    Console().print(table)
+
+
+def main() -> None:
+    """Entry point: user errors become one line and exit code 2, never a traceback."""
+    try:
+        app()
+    except AideployError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except ValidationError as exc:
+        problems = "; ".join(f"{e.field}: {e.message}" for e in field_errors(exc))
+        err_console.print(f"[bold red]error:[/] {problems}", highlight=False, soft_wrap=True)
+        sys.exit(2)

@@ -1,0 +1,159 @@
+"""The platform's settings: the only code that reads the environment.
+
+Sources, strongest first: constructor arguments, ``AIDEPLOY_*`` environment variables, the
+settings file (``AIDEPLOY_CONFIG_FILE``, else ``config.toml`` in the data directory if present),
+then defaults. Everything the platform keeps on disk lives under ``data_dir``.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from aideploy.schema import Cloud
+
+__all__ = ["ENV_PREFIX", "Settings", "load_settings"]
+
+ENV_PREFIX = "AIDEPLOY_"
+_CONFIG_FILE_VARIABLE = f"{ENV_PREFIX}CONFIG_FILE"
+_DATA_DIR_VARIABLE = f"{ENV_PREFIX}DATA_DIR"
+
+
+def _default_data_dir() -> Path:
+    return Path.home() / ".aideploy"
+
+
+class Settings(BaseSettings):
+    """Effective configuration; ``aideploy config show`` prints it with secrets masked."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    config_file: Path | None = None
+    """The settings file that was read, if any (TOML)."""
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    """Holds the SQLite database, the artifact store and the Pulumi state by default."""
+
+    # --- storage ---------------------------------------------------------------------
+    database_url: str | None = None
+    """SQLAlchemy URL; default ``sqlite+aiosqlite:///<data_dir>/aideploy.db``."""
+    artifact_store_url: str | None = None
+    """Where model artifacts go: a directory, or ``s3://``, ``gs://``, ``az://``."""
+    redis_url: str | None = None
+    """With a Redis URL, background jobs use a shared queue (several API replicas)."""
+    max_upload_bytes: Annotated[int, Field(ge=1)] = 2 * 1024**3
+
+    # --- deployments -------------------------------------------------------------------
+    default_cloud: Cloud = Cloud.LOCAL
+    """Where a deployment without ``target`` runs when multi-cloud placement is off."""
+    default_regions: dict[Cloud, str] = Field(
+        default_factory=lambda: {Cloud.AWS: "us-east-1", Cloud.GCP: "us-central1", Cloud.AZURE: "eastus"}
+    )
+    pulumi_backend_url: str | None = None
+    """Pulumi state backend; default a file backend under ``data_dir``."""
+    pulumi_passphrase: SecretStr | None = None
+    """Encrypts stack secrets with the passphrase secrets provider."""
+    pulumi_project: str = "aideploy"
+    crd_schema_dir: Path | None = None
+    """Folder of KEDA CRD YAML files that rendered manifests are validated against."""
+
+    # --- API --------------------------------------------------------------------------
+    api_host: str = "127.0.0.1"
+    api_port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    secret_key: SecretStr | None = None
+    """Signs access tokens; generated once into ``data_dir`` when not set."""
+    token_ttl_seconds: Annotated[int, Field(ge=60)] = 12 * 3600
+    admin_username: str | None = None
+    admin_password: SecretStr | None = None
+    cors_allowed_origins: list[str] = Field(default_factory=list)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("data_dir", "crd_schema_dir", "config_file", mode="after")
+    @classmethod
+    def _expand_user(cls, value: Path | None) -> Path | None:
+        return None if value is None else value.expanduser()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        config_file = _config_file_from_environment()
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if config_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+    # --- derived locations -------------------------------------------------------------
+    @cached_property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'aideploy.db'}"
+
+    @cached_property
+    def effective_artifact_store_url(self) -> str:
+        return self.artifact_store_url or str(self.data_dir / "artifacts")
+
+    @cached_property
+    def effective_pulumi_backend_url(self) -> str:
+        return self.pulumi_backend_url or f"file://{self.data_dir / 'pulumi'}"
+
+    def masked(self) -> dict[str, Any]:
+        """The effective settings as plain data, secrets replaced by ``'**********'``."""
+        data = self.model_dump(mode="json")
+        data.update(
+            effective_database_url=_mask_url_password(self.effective_database_url),
+            effective_artifact_store_url=self.effective_artifact_store_url,
+            effective_pulumi_backend_url=_mask_url_password(self.effective_pulumi_backend_url),
+        )
+        for key in ("database_url", "redis_url", "pulumi_backend_url"):
+            if data[key]:
+                data[key] = _mask_url_password(data[key])
+        return data
+
+
+def _mask_url_password(url: str) -> str:
+    """``postgresql://user:secret@host/db`` becomes ``postgresql://user:****@host/db``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    credentials, _, host = rest.rpartition("@")
+    user, colon, _password = credentials.partition(":")
+    return f"{scheme}://{user}{':****' if colon else ''}@{host}"
+
+
+def _config_file_from_environment() -> Path | None:
+    """The settings file named by the environment, else ``config.toml`` in the data dir."""
+    named = os.environ.get(_CONFIG_FILE_VARIABLE)
+    if named:
+        return Path(named).expanduser()
+    data_dir = Path(os.environ.get(_DATA_DIR_VARIABLE) or _default_data_dir()).expanduser()
+    candidate = data_dir / "config.toml"
+    return candidate if candidate.is_file() else None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings, recording which settings file (if any) contributed."""
+    config_file = _config_file_from_environment()
+    if config_file is not None and not config_file.is_file():
+        raise FileNotFoundError(f"{_CONFIG_FILE_VARIABLE}: no settings file at {config_file}")
+    overrides.setdefault("config_file", config_file)
+    return Settings(**overrides)
+

@@ -1,0 +1,1 @@
+"""The REST API: models, optimizations, deployments and analytics, on Litestar."""

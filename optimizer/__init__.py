@@ -1,0 +1,1 @@
+"""Offline model optimization: quantization, pruning and graph passes over ONNX, with measurements."""
