@@ -4,6 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 PACKAGES := aideploy aideploy_iac stacks optimizer serving api
+# Rendered KEDA objects are validated against the published CRDs kept beside the repo.
+export AIDEPLOY_CRD_SCHEMA_DIR ?= $(abspath ../shared/schemas/crds)
 
 .PHONY: install demo test lint typecheck pytest bench bench-optimizer bench-serving bench-iac bench-api soak clean
 

@@ -91,6 +91,11 @@ def config_show(
     Console().print(table)
 
 
+# --- subcommands of the platform's parts ---------------------------------------------------
+# Each part registers its commands below with one line; its cli module imports nothing heavy at
+# top level (import onnxruntime, torch, litestar... inside the command function).
+
+
 def main() -> None:
     """Entry point: user errors become one line and exit code 2, never a traceback."""
     try:
