@@ -64,7 +64,9 @@ def _version_callback(value: bool) -> None:
 def _root(
     version: Annotated[
         bool,
-        typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version."),
+        typer.Option(
+            "--version", callback=_version_callback, is_eager=True, help="Print the version."
+        ),
     ] = False,
 ) -> None:
     """aideploy: from model upload to a cheap, fast, scale-to-zero endpoint."""
@@ -85,7 +87,13 @@ def config_show(
     table.add_column("environment variable", style="dim")
     for key in sorted(values):
         value = values[key]
-        shown = "-" if value is None or value == [] else json.dumps(value) if isinstance(value, dict | list) else str(value)
+        shown = (
+            "-"
+            if value is None or value == []
+            else json.dumps(value)
+            if isinstance(value, dict | list)
+            else str(value)
+        )
         variable = "" if key.startswith("effective_") else f"{ENV_PREFIX}{key.upper()}"
         table.add_row(key, shown, variable)
     Console().print(table)

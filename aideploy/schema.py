@@ -84,10 +84,15 @@ class _Strict(BaseModel):
 
 
 class Framework(StrEnum):
-    """What a model was built with; the formats the optimizer and the server can load."""
+    """What a model was built with.
+
+    Artifacts are ONNX, TorchScript or ``torch.export`` files; a TensorFlow model is uploaded
+    as ONNX exported with tf2onnx (SavedModel directories are not loaded).
+    """
 
     ONNX = "onnx"
     PYTORCH = "pytorch"
+    TENSORFLOW = "tensorflow"
 
 
 class ModelType(StrEnum):
@@ -293,7 +298,9 @@ class OptimizationRequest(_Strict):
         try:
             self.options  # noqa: B018 - validating is the point
         except ValidationError as exc:
-            raise ValueError("; ".join(f"metadata.{e.field}: {e.message}" for e in field_errors(exc))) from None
+            raise ValueError(
+                "; ".join(f"metadata.{e.field}: {e.message}" for e in field_errors(exc))
+            ) from None
         return self
 
 
@@ -412,9 +419,7 @@ class _DeploymentSpec(_Strict):
     deployment_type: DeploymentType = DeploymentType.KUBERNETES
     resource_requirements: ResourceRequirements = Field(default_factory=ResourceRequirements)
     scaling_policy: ScalingPolicy = Field(default_factory=ScalingPolicy)
-    cost_optimization_policy: CostOptimizationPolicy = Field(
-        default_factory=CostOptimizationPolicy
-    )
+    cost_optimization_policy: CostOptimizationPolicy = Field(default_factory=CostOptimizationPolicy)
     metadata: Metadata = Field(default_factory=dict)
     target: Target | None = None
     """*Extension*: where it runs; see :class:`Target`."""

@@ -61,7 +61,11 @@ class Settings(BaseSettings):
     default_cloud: Cloud = Cloud.LOCAL
     """Where a deployment without ``target`` runs when multi-cloud placement is off."""
     default_regions: dict[Cloud, str] = Field(
-        default_factory=lambda: {Cloud.AWS: "us-east-1", Cloud.GCP: "us-central1", Cloud.AZURE: "eastus"}
+        default_factory=lambda: {
+            Cloud.AWS: "us-east-1",
+            Cloud.GCP: "us-central1",
+            Cloud.AZURE: "eastus",
+        }
     )
     pulumi_backend_url: str | None = None
     """Pulumi state backend; default a file backend under ``data_dir``."""
@@ -93,8 +97,8 @@ class Settings(BaseSettings):
         settings_cls: type[BaseSettings],
         init_settings: PydanticBaseSettingsSource,
         env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,  # noqa: ARG003 - no .env files
+        file_secret_settings: PydanticBaseSettingsSource,  # noqa: ARG003 - no secret dirs
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         config_file = _config_file_from_environment()
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
@@ -156,4 +160,3 @@ def load_settings(**overrides: Any) -> Settings:
         raise FileNotFoundError(f"{_CONFIG_FILE_VARIABLE}: no settings file at {config_file}")
     overrides.setdefault("config_file", config_file)
     return Settings(**overrides)
-
