@@ -1,0 +1,351 @@
+"""The Open Inference Protocol v2 REST endpoints, the binary tensor data extension and /metrics.
+
+Routes (``{v}`` is optional: ``/versions/{v}`` may follow the model name)::
+
+    GET  /v2                                   server metadata
+    GET  /v2/health/live | /v2/health/ready    liveness / readiness (503 while loading or draining)
+    GET  /v2/models/{name}[/versions/{v}]      model metadata
+    GET  /v2/models/{name}[/versions/{v}]/ready
+    POST /v2/models/{name}[/versions/{v}]/infer
+    GET  /metrics                              Prometheus text format
+
+Every refusal is ``{"error": "..."}`` with a 4xx status naming what was wrong; only a defect in
+the server itself can produce a 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from aideploy import __version__
+from serving.batching import Batcher
+from serving.config import ModelSpec, ServeConfig
+from serving.http import Request, Response, error_body
+from serving.metrics import Metrics
+from serving.tensors import RequestError, TensorSpec, decode_binary, decode_json_data, encode_binary, json_data
+
+if TYPE_CHECKING:
+    from serving.model import ServedModel
+
+__all__ = ["InferenceApp"]
+
+Arrays = dict[str, np.ndarray[Any, Any]]
+_GET = ("GET", "HEAD")
+EXTENSIONS = ["binary_tensor_data"]
+
+
+@dataclass(slots=True)
+class _Slot:
+    """A configured model: loading until ``loaded`` resolves, then ``model`` is set."""
+
+    spec: ModelSpec
+    loaded: asyncio.Future[ServedModel]
+    model: ServedModel | None = None
+    infer: Callable[[Arrays, list[str]], Awaitable[list[np.ndarray[Any, Any]]]] | None = None
+
+
+@dataclass(slots=True)
+class _InferRequest:
+    inputs: Arrays
+    outputs: list[str]
+    binary_outputs: set[str]
+    request_id: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+class InferenceApp:
+    """Answers HTTP requests for the configured models; models arrive through :meth:`add_model`."""
+
+    def __init__(self, config: ServeConfig, metrics: Metrics, executor: Executor) -> None:
+        loop = asyncio.get_running_loop()
+        self.config = config
+        self.metrics = metrics
+        self.executor = executor
+        self.draining = False
+        self.slots = {spec.name: _Slot(spec, loop.create_future()) for spec in config.models}
+        for name in self.slots:
+            metrics.model(name)
+
+    def add_model(self, model: ServedModel) -> None:
+        """Make a loaded, warmed-up model servable (and wake requests waiting for it)."""
+        slot = self.slots[model.name]
+        slot.model = model
+        self.metrics.load_seconds[model.name] = model.load_seconds
+        stats = self.metrics.model(model.name)
+        loop = asyncio.get_running_loop()
+
+        async def run(inputs: Arrays, outputs: list[str]) -> list[np.ndarray[Any, Any]]:
+            first = next(iter(inputs.values()))
+            stats.batch_rows.observe(first.shape[0] if first.ndim else 1)
+            return await loop.run_in_executor(self.executor, model.run, inputs, outputs)
+
+        if model.batchable and self.config.max_batch_size > 1:
+            slot.infer = Batcher(run, self.config.max_batch_size, self.config.max_batch_delay_ms / 1000).infer
+        else:
+            slot.infer = run
+        slot.loaded.set_result(model)
+
+    @property
+    def ready(self) -> bool:
+        return not self.draining and all(slot.model is not None for slot in self.slots.values())
+
+    async def handle(self, request: Request) -> Response:
+        """Route one request; the response status is tallied for /metrics."""
+        try:
+            response = await self._route(request)
+        except RequestError as exc:
+            response = Response(exc.status, error_body(str(exc)))
+        self.metrics.http_responses[response.status] = self.metrics.http_responses.get(response.status, 0) + 1
+        return response
+
+    async def _route(self, request: Request) -> Response:
+        path = request.path
+        if "%" in path:
+            from urllib.parse import unquote
+
+            path = unquote(path)
+        parts = [part for part in path.split("/") if part]
+        if parts == ["metrics"]:
+            _allow(request, _GET)
+            return Response(200, self.metrics.render().encode(), "text/plain; version=0.0.4; charset=utf-8")
+        if not parts or parts[0] != "v2":
+            raise RequestError(404, f"no such endpoint {request.path[:200]!r}; the API lives under /v2")
+        rest = parts[1:]
+        if not rest:
+            _allow(request, _GET)
+            return _json(200, {"name": "aideploy-serving", "version": __version__, "extensions": EXTENSIONS})
+        if rest == ["health", "live"]:
+            _allow(request, _GET)
+            return _json(200, {"live": True})
+        if rest == ["health", "ready"]:
+            _allow(request, _GET)
+            return _json(200 if self.ready else 503, {"ready": self.ready})
+        if rest[0] == "models" and len(rest) >= 2:
+            return await self._model_route(request, rest[1], rest[2:])
+        raise RequestError(404, f"no such endpoint {request.path[:200]!r}")
+
+    async def _model_route(self, request: Request, name: str, rest: list[str]) -> Response:
+        slot = self.slots.get(name)
+        if slot is None:
+            served = ", ".join(sorted(self.slots))
+            raise RequestError(404, f"unknown model {name!r}; this server serves: {served}")
+        if rest[:1] == ["versions"]:
+            if len(rest) < 2:
+                raise RequestError(404, f"no such endpoint {request.path[:200]!r}")
+            if rest[1] != slot.spec.version:
+                raise RequestError(
+                    404, f"model {name!r} has no version {rest[1]!r}; it serves version {slot.spec.version!r}"
+                )
+            rest = rest[2:]
+        if rest == []:
+            _allow(request, _GET)
+            return _json(200, (await slot.loaded).metadata())
+        if rest == ["ready"]:
+            _allow(request, _GET)
+            ready = slot.model is not None and not self.draining
+            return _json(200 if ready else 503, {"name": name, "ready": ready})
+        if rest == ["infer"]:
+            _allow(request, ("POST",))
+            return await self._infer(slot, request)
+        raise RequestError(404, f"no such endpoint {request.path[:200]!r}")
+
+    async def _infer(self, slot: _Slot, request: Request) -> Response:
+        started = time.perf_counter()
+        stats = self.metrics.model(slot.spec.name)
+        status = 200
+        try:
+            model = slot.model or await slot.loaded  # the first request of a cold start waits here
+            parsed = parse_infer_request(model, request)
+            assert slot.infer is not None
+            results = await slot.infer(parsed.inputs, parsed.outputs)
+            return infer_response(model, parsed, results)
+        except RequestError as exc:
+            status = exc.status
+            raise
+        except BaseException:
+            status = 500
+            raise
+        finally:
+            stats.record(status, time.perf_counter() - started)
+
+
+def parse_infer_request(model: ServedModel, request: Request) -> _InferRequest:
+    """Validate an inference request against the model: JSON part, then binary part if any."""
+    body = request.body
+    header_length = request.headers.get("inference-header-content-length")
+    if header_length is None:
+        json_part, binary = body, memoryview(b"")
+    else:
+        if not header_length.isdigit() or not 0 < int(header_length) <= len(body):
+            raise RequestError(
+                400,
+                f"Inference-Header-Content-Length must be a whole number between 1 and the body "
+                f"size {len(body)}, got {header_length[:40]!r}",
+            )
+        json_part, binary = body[: int(header_length)], memoryview(body)[int(header_length) :]
+    try:
+        document = json.loads(json_part)
+    except (ValueError, RecursionError) as exc:
+        raise RequestError(400, f"the inference request is not valid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise RequestError(400, "the inference request must be a JSON object with 'inputs'")
+    parameters = _object(document.get("parameters"), "request 'parameters'")
+    request_id = document.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise RequestError(400, "request 'id' must be a string")
+    raw_inputs = document.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise RequestError(400, "request 'inputs' must be a non-empty array of tensors")
+    inputs: Arrays = {}
+    offset = 0
+    for index, raw in enumerate(raw_inputs):
+        spec, shape, input_parameters = _input_header(model, raw, index, inputs)
+        if "binary_data_size" in input_parameters:
+            size = input_parameters["binary_data_size"]
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                raise RequestError(400, f"input {spec.name!r}: binary_data_size must be a whole number of bytes")
+            if offset + size > len(binary):
+                raise RequestError(
+                    400,
+                    f"input {spec.name!r}: binary_data_size {size} runs past the binary data "
+                    f"({len(binary) - offset} bytes left after the JSON header)",
+                )
+            inputs[spec.name] = decode_binary(spec, shape, binary[offset : offset + size])
+            offset += size
+        elif "data" in raw:
+            inputs[spec.name] = decode_json_data(spec, shape, raw["data"])
+        else:
+            raise RequestError(400, f"input {spec.name!r}: needs 'data' or parameters.binary_data_size")
+    if offset != len(binary):
+        raise RequestError(
+            400,
+            f"{len(binary) - offset} bytes of binary data after the JSON header belong to no input "
+            "(check the inputs' binary_data_size and Inference-Header-Content-Length)",
+        )
+    missing = [name for name in model.inputs if name not in inputs]
+    if missing:
+        raise RequestError(400, f"missing input(s) {', '.join(map(repr, missing))}; the model needs {_names(model.inputs)}")
+    if model.batchable and len({array.shape[0] for array in inputs.values()}) > 1:
+        rows = ", ".join(f"{name}: {array.shape[0]}" for name, array in inputs.items())
+        raise RequestError(400, f"inputs disagree on the batch (first) dimension ({rows})")
+    default_binary = _flag(parameters, "binary_data_output", "request parameters")
+    outputs, binary_outputs = _requested_outputs(model, document.get("outputs"), default_binary)
+    return _InferRequest(inputs, outputs, binary_outputs, request_id, parameters)
+
+
+def _input_header(
+    model: ServedModel, raw: object, index: int, seen: Arrays
+) -> tuple[TensorSpec, list[int], dict[str, Any]]:
+    """An input's name, datatype and shape, checked against the model."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+        raise RequestError(400, f"inputs[{index}] must be an object with a string 'name'")
+    name = raw["name"]
+    spec = model.inputs.get(name)
+    if spec is None:
+        raise RequestError(400, f"model {model.name!r} has no input {name!r}; its inputs are {_names(model.inputs)}")
+    if name in seen:
+        raise RequestError(400, f"input {name!r} is given twice")
+    if raw.get("datatype") != spec.datatype:
+        raise RequestError(400, f"input {name!r}: datatype {raw.get('datatype')!r} does not match the model's {spec.datatype}")
+    shape = raw.get("shape")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise RequestError(400, f"input {name!r}: 'shape' must be an array of non-negative integers")
+    spec.check_shape(shape)
+    parameters = _object(raw.get("parameters"), f"input {name!r} parameters")
+    if "shared_memory_region" in parameters:
+        raise RequestError(400, f"input {name!r}: the shared-memory extension is not supported")
+    return spec, shape, parameters
+
+
+def _requested_outputs(model: ServedModel, raw: object, default_binary: bool) -> tuple[list[str], set[str]]:
+    if raw is None:
+        names = list(model.outputs)
+        return names, set(names) if default_binary else set()
+    if not isinstance(raw, list):
+        raise RequestError(400, "request 'outputs' must be an array of {'name': ...} objects")
+    names: list[str] = []
+    binary: set[str] = set()
+    for index, item in enumerate(raw):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise RequestError(400, f"outputs[{index}] must be an object with a string 'name'")
+        name = item["name"]
+        if name not in model.outputs:
+            raise RequestError(400, f"model {model.name!r} has no output {name!r}; its outputs are {_names(model.outputs)}")
+        if name in names:
+            raise RequestError(400, f"output {name!r} is requested twice")
+        parameters = _object(item.get("parameters"), f"output {name!r} parameters")
+        if parameters.get("class_count"):
+            raise RequestError(400, f"output {name!r}: the classification extension (class_count) is not supported")
+        if "shared_memory_region" in parameters:
+            raise RequestError(400, f"output {name!r}: the shared-memory extension is not supported")
+        names.append(name)
+        wants_binary = parameters.get("binary_data", default_binary)
+        if not isinstance(wants_binary, bool):
+            raise RequestError(400, f"output {name!r}: parameters.binary_data must be true or false")
+        if wants_binary:
+            binary.add(name)
+    return names, binary
+
+
+def infer_response(model: ServedModel, request: _InferRequest, results: list[np.ndarray[Any, Any]]) -> Response:
+    """JSON outputs inline; binary outputs appended after the JSON header, in output order."""
+    outputs: list[dict[str, Any]] = []
+    blobs: list[bytes] = []
+    for name, array in zip(request.outputs, results, strict=True):
+        datatype = model.outputs[name].datatype
+        entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
+        if name in request.binary_outputs:
+            blob = encode_binary(datatype, array)
+            entry["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            entry["data"] = json_data(datatype, array)
+        outputs.append(entry)
+    document: dict[str, Any] = {"model_name": model.name, "model_version": model.version, "outputs": outputs}
+    if request.request_id is not None:
+        document["id"] = request.request_id
+    header = json.dumps(document, separators=(",", ":")).encode()
+    if not blobs:
+        return Response(200, header)
+    return Response(
+        200,
+        header + b"".join(blobs),
+        "application/octet-stream",
+        [("Inference-Header-Content-Length", str(len(header)))],
+    )
+
+
+def _allow(request: Request, methods: tuple[str, ...]) -> None:
+    if request.method not in methods:
+        raise RequestError(405, f"{request.method} is not allowed here; use {' or '.join(methods)}")
+
+
+def _json(status: int, document: dict[str, Any]) -> Response:
+    return Response(status, json.dumps(document, separators=(",", ":")).encode())
+
+
+def _object(value: object, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise RequestError(400, f"{where} must be a JSON object")
+    return value
+
+
+def _flag(parameters: dict[str, Any], key: str, where: str) -> bool:
+    value = parameters.get(key, False)
+    if not isinstance(value, bool):
+        raise RequestError(400, f"{where}: {key} must be true or false")
+    return value
+
+
+def _names(tensors: dict[str, TensorSpec]) -> str:
+    return ", ".join(repr(name) for name in tensors)

@@ -1,0 +1,244 @@
+"""The server's configuration: command-line values over ``AIDEPLOY_SERVE_*`` variables over defaults.
+
+This module is the documented exception to "only ``aideploy/settings.py`` reads the
+environment": the server's start-up path is its cold start, and importing pydantic-settings
+alone costs about 0.13 s, some 40% of the whole onnxruntime start-up floor. So
+:func:`load_config` reads the variables itself with the standard library, in one place, and
+nothing else in ``serving/`` touches ``os.environ``.
+
+Variables (all optional; a command-line value wins over its variable):
+
+``AIDEPLOY_SERVE_MODEL``
+    What to serve: a file, a folder or an ``s3://``/``gs://``/``az://``/``file://`` URI. Several
+    models are separated by commas, each optionally named ``name=source``.
+``AIDEPLOY_SERVE_NAME``
+    The model's name when exactly one model is served (default: the file or folder stem).
+``AIDEPLOY_SERVE_MODEL_VERSION``
+    The version the model answers to under ``/versions/{version}`` (default ``1``).
+``AIDEPLOY_SERVE_HOST``, ``AIDEPLOY_SERVE_PORT`` (or ``PORT``)
+    Where to listen (default ``127.0.0.1:8080``). ``PORT`` is what Cloud Run, Azure Container
+    Apps and the AWS Lambda Web Adapter set; ``AIDEPLOY_SERVE_PORT`` wins over it.
+``AIDEPLOY_SERVE_THREADS``
+    onnxruntime intra-op threads (default: the CPUs this process may use, honouring a cgroup
+    CPU limit, i.e. the deployment's ``cpu``).
+``AIDEPLOY_SERVE_MAX_BATCH_SIZE``, ``AIDEPLOY_SERVE_MAX_BATCH_DELAY_MS``
+    Adaptive batching: merge up to this many rows of concurrent requests into one run, waiting
+    at most this long for company (default 1 = off, 2 ms).
+``AIDEPLOY_SERVE_MAX_BODY_BYTES``
+    Largest request body accepted, larger ones get 413 (default ``64MiB``; ``10MB`` notation).
+``AIDEPLOY_SERVE_CACHE_DIR``
+    Where object-store models are downloaded (default ``~/.cache/aideploy/models``).
+``AIDEPLOY_SERVE_SHUTDOWN_GRACE_SECONDS``
+    How long SIGTERM waits for in-flight requests (default 25, below Kubernetes' 30).
+``AIDEPLOY_SERVE_KEEPALIVE_SECONDS``
+    Idle keep-alive connections are closed after this long (default 75, above the idle timeout
+    of common load balancers so they never reuse a connection the server just closed).
+``AIDEPLOY_SERVE_LOG_LEVEL``
+    ``DEBUG``, ``INFO``, ``WARNING`` or ``ERROR`` (default ``INFO``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from aideploy.errors import InputError
+
+__all__ = ["ENV_PREFIX", "ConfigError", "ModelSpec", "ServeConfig", "load_config", "parse_models"]
+
+ENV_PREFIX = "AIDEPLOY_SERVE_"
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class ConfigError(InputError):
+    """A command-line option or ``AIDEPLOY_SERVE_*`` variable with an unusable value."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """One model to serve: the name clients use, where it comes from, its version label."""
+
+    name: str
+    source: str
+    version: str = "1"
+
+
+@dataclass(frozen=True, slots=True)
+class ServeConfig:
+    """Everything the server needs; built by :func:`load_config`."""
+
+    models: tuple[ModelSpec, ...]
+    host: str = "127.0.0.1"
+    port: int = 8080
+    threads: int = 1
+    max_batch_size: int = 1
+    max_batch_delay_ms: float = 2.0
+    max_body_bytes: int = 64 * 2**20
+    cache_dir: Path = Path("~/.cache/aideploy/models")
+    shutdown_grace_seconds: float = 25.0
+    keepalive_seconds: float = 75.0
+    log_level: str = "INFO"
+
+
+def load_config(
+    options: Mapping[str, object | None] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> ServeConfig:
+    """Merge command-line ``options`` (``None`` = not given) over the environment and defaults.
+
+    ``options`` keys are :class:`ServeConfig` field names plus ``model`` (a list of sources)
+    and ``name``; every problem raises :class:`ConfigError` naming the option and variable.
+    """
+    given = {key: value for key, value in (options or {}).items() if value is not None}
+    env = os.environ if environ is None else environ
+
+    def raw(field: str) -> tuple[object | None, str]:
+        """The value for ``field`` and how the user spelled it (for error messages)."""
+        flag = f"--{field.replace('_', '-')}"
+        if field in given:
+            return given[field], flag
+        variable = f"{ENV_PREFIX}{field.upper()}"
+        if field == "port" and variable not in env and "PORT" in env:
+            return env["PORT"], "PORT"
+        return env.get(variable), f"{flag} / {variable}"
+
+    sources, where = raw("model")
+    if sources is None:
+        raise ConfigError(f"no model given: pass MODEL or set {ENV_PREFIX}MODEL")
+    if isinstance(sources, str):
+        sources = [part for part in sources.split(",") if part.strip()]
+    name, name_where = raw("name")
+    version, version_where = raw("model_version")
+    models = parse_models(
+        [str(source) for source in sources],  # type: ignore[attr-defined]
+        name=None if name is None else str(name),
+        version="1" if version is None else _text(version, version_where),
+    )
+
+    def integer(field: str, default: int, low: int, high: int) -> int:
+        value, spelled = raw(field)
+        if value is None:
+            return default
+        try:
+            number = int(str(value).strip())
+        except ValueError:
+            raise ConfigError(f"{spelled}: expected a whole number, got {value!r}") from None
+        if not low <= number <= high:
+            raise ConfigError(f"{spelled}: expected {low}..{high}, got {number}")
+        return number
+
+    def decimal(field: str, default: float, low: float, high: float) -> float:
+        value, spelled = raw(field)
+        if value is None:
+            return default
+        try:
+            number = float(str(value).strip())
+        except ValueError:
+            raise ConfigError(f"{spelled}: expected a number, got {value!r}") from None
+        if not low <= number <= high:
+            raise ConfigError(f"{spelled}: expected {low:g}..{high:g}, got {number:g}")
+        return number
+
+    body, body_where = raw("max_body_bytes")
+    level, level_where = raw("log_level")
+    host, host_where = raw("host")
+    cache_dir, _ = raw("cache_dir")
+    log_level = "INFO" if level is None else str(level).strip().upper()
+    if log_level not in _LOG_LEVELS:
+        raise ConfigError(f"{level_where}: expected one of {', '.join(_LOG_LEVELS)}, got {level!r}")
+    return ServeConfig(
+        models=models,
+        host="127.0.0.1" if host is None else _text(host, host_where),
+        port=integer("port", 8080, 0, 65535),
+        threads=integer("threads", available_cpus(), 1, 1024),
+        max_batch_size=integer("max_batch_size", 1, 1, 65536),
+        max_batch_delay_ms=decimal("max_batch_delay_ms", 2.0, 0.0, 10_000.0),
+        max_body_bytes=64 * 2**20 if body is None else parse_byte_size(str(body), body_where),
+        cache_dir=Path(str(cache_dir) if cache_dir else "~/.cache/aideploy/models").expanduser(),
+        shutdown_grace_seconds=decimal("shutdown_grace_seconds", 25.0, 0.0, 3600.0),
+        keepalive_seconds=decimal("keepalive_seconds", 75.0, 1.0, 86_400.0),
+        log_level=log_level,
+    )
+
+
+def parse_models(sources: list[str], name: str | None, version: str) -> tuple[ModelSpec, ...]:
+    """Turn ``MODEL`` arguments (``source`` or ``name=source``) into named, distinct specs."""
+    if not sources:
+        raise ConfigError(f"no model given: pass MODEL or set {ENV_PREFIX}MODEL")
+    if name is not None and len(sources) > 1:
+        raise ConfigError("--name / AIDEPLOY_SERVE_NAME: only for a single model; use NAME=SOURCE")
+    specs: list[ModelSpec] = []
+    for argument in sources:
+        label, equals, rest = argument.strip().partition("=")
+        if equals and _MODEL_NAME.match(label) and rest:
+            model_name, source = label, rest
+        else:
+            source = argument.strip()
+            model_name = name if name is not None else _default_name(source)
+        if not _MODEL_NAME.match(model_name):
+            raise ConfigError(
+                f"model name {model_name!r}: expected letters, digits, '_', '.', '-' "
+                "(at most 128, not starting with '.' or '-')"
+            )
+        if any(spec.name == model_name for spec in specs):
+            raise ConfigError(f"model name {model_name!r} is used twice; name them NAME=SOURCE")
+        specs.append(ModelSpec(name=model_name, source=source, version=version))
+    return tuple(specs)
+
+
+def parse_byte_size(text: str, where: str) -> int:
+    """``"1048576"``, ``"64MiB"``, ``"10MB"``, ``"1.5G"`` as a number of bytes."""
+    match = _SIZE.match(text)
+    if match is None:
+        raise ConfigError(f"{where}: expected a byte size such as 64MiB or 10MB, got {text!r}")
+    number, unit = float(match.group(1)), (match.group(2) or "B").upper().rstrip("B") or "B"
+    base = 1024 if unit.endswith("I") else 1000
+    power = {"B": 0, "K": 1, "M": 2, "G": 3, "T": 4}[unit[0]]
+    size = int(number * base**power)
+    if size < 1024:
+        raise ConfigError(f"{where}: expected at least 1KiB, got {text!r}")
+    return size
+
+
+def available_cpus() -> int:
+    """The CPUs this process may use: the cgroup v2 quota if one is set, else its affinity.
+
+    Inside a container limited to ``cpu: 2`` on a 64-core node, ``os.cpu_count()`` says 64;
+    running 64 onnxruntime threads there would be throttled to a crawl.
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+    except (OSError, ValueError):
+        return cpus
+    if quota == "max":
+        return cpus
+    return max(1, min(cpus, round(int(quota) / int(period))))
+
+
+def _default_name(source: str) -> str:
+    """``/models/encoder.onnx`` and ``s3://bucket/encoder/`` are both served as ``encoder``."""
+    tail = source.rstrip("/").rsplit("/", 1)[-1]
+    stem = tail[:-5] if tail.endswith(".onnx") else tail
+    return stem if stem and stem != "model" else _parent_name(source) or "model"
+
+
+def _parent_name(source: str) -> str | None:
+    """For ``.../encoder/model.onnx`` the folder says more than the file: ``encoder``."""
+    parts = [part for part in source.split("://", 1)[-1].split("/") if part]
+    return parts[-2] if len(parts) >= 2 and _MODEL_NAME.match(parts[-2]) else None
+
+
+def _text(value: object, where: str) -> str:
+    text = str(value).strip()
+    if not text:
+        raise ConfigError(f"{where}: must not be empty")
+    return text

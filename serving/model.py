@@ -1,0 +1,214 @@
+"""Models: fetching into the local cache, the onnxruntime session, warm-up and running.
+
+A model is ready only once its session exists and one warm-up inference has run, so the first
+client request never pays for onnxruntime's lazy initialisation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from aideploy.errors import InputError, NotSupportedError
+from serving.config import ModelSpec
+from serving.tensors import DATATYPES, ORT_TO_DATATYPE, RequestError, TensorSpec
+
+__all__ = ["ModelLoadError", "ServedModel", "fetch_model", "load_model"]
+
+log = logging.getLogger("serving.model")
+
+Arrays = dict[str, np.ndarray[Any, Any]]
+_STAMP = ".aideploy-source.json"
+_FINGERPRINT_KEYS = ("size", "ETag", "etag", "mtime", "LastModified", "last_modified", "md5Hash", "generation")
+
+
+class ModelLoadError(InputError):
+    """A model that cannot be fetched or opened; the message names the source and why."""
+
+
+@dataclass(slots=True)
+class ServedModel:
+    """One loaded model. ``run`` is thread-safe (onnxruntime sessions are) and blocking."""
+
+    name: str
+    version: str
+    session: ort.InferenceSession
+    inputs: dict[str, TensorSpec]
+    outputs: dict[str, TensorSpec]
+    batchable: bool
+    """Every input and output has a dynamic first (batch) axis, checked by a warm-up run."""
+    load_seconds: float = 0.0
+    file: Path = field(default_factory=Path)
+
+    def metadata(self) -> dict[str, Any]:
+        """The protocol's model metadata response."""
+        return {
+            "name": self.name,
+            "versions": [self.version],
+            "platform": "onnxruntime_onnx",
+            "inputs": [_spec_json(spec) for spec in self.inputs.values()],
+            "outputs": [_spec_json(spec) for spec in self.outputs.values()],
+        }
+
+    def run(self, inputs: Arrays, output_names: list[str]) -> list[np.ndarray[Any, Any]]:
+        """One ``session.run``; a failure caused by the inputs becomes a 400 naming the model."""
+        try:
+            return self.session.run(output_names, inputs)  # type: ignore[no-any-return]
+        except Exception as exc:  # onnxruntime raises its own types, all caused by the inputs here
+            raise RequestError(400, f"model {self.name!r} rejected the inputs: {_ort_message(exc)}") from None
+
+
+def load_model(spec: ModelSpec, cache_dir: Path, threads: int, batch_rows: int) -> ServedModel:
+    """Fetch, open and warm up ``spec``; ``batch_rows`` > 1 also checks the batch axis."""
+    started = time.perf_counter()
+    file = model_file(fetch_model(spec.source, cache_dir), spec.source)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ModelLoadError(f"{spec.source}: onnxruntime cannot load it: {_ort_message(exc)}") from None
+    inputs = {meta.name: _tensor_spec(meta, spec.source, "input") for meta in session.get_inputs()}
+    outputs: dict[str, TensorSpec] = {}
+    for meta in session.get_outputs():
+        if meta.type in ORT_TO_DATATYPE:
+            outputs[meta.name] = _tensor_spec(meta, spec.source, "output")
+        else:
+            log.warning("model %s: output %r is a %s, not a tensor; it is not served", spec.name, meta.name, meta.type)
+    if not outputs:
+        raise NotSupportedError(f"{spec.source}: the model has no tensor outputs to serve")
+    batch_axis = all(s.shape and s.shape[0] == -1 for s in (*inputs.values(), *outputs.values()))
+    model = ServedModel(spec.name, spec.version, session, inputs, outputs, batchable=False, file=file)
+    _warm_up(model, rows=1)
+    if batch_axis and batch_rows > 1:
+        model.batchable = _warm_up(model, rows=2)
+        if not model.batchable:
+            log.warning("model %s: outputs do not follow the inputs' first axis; batching is off", spec.name)
+    model.load_seconds = time.perf_counter() - started
+    return model
+
+
+def _warm_up(model: ServedModel, rows: int) -> bool:
+    """Run once on zeros (dynamic dimensions = 1, the first = ``rows``); True if every output's
+    first axis came back with ``rows`` entries."""
+    feeds: Arrays = {}
+    for spec in model.inputs.values():
+        shape = [1 if dim == -1 else dim for dim in spec.shape]
+        if shape and spec.shape[0] == -1:
+            shape[0] = rows
+        feeds[spec.name] = _zeros(spec.datatype, shape)
+    try:
+        results = model.run(feeds, list(model.outputs))
+    except RequestError as exc:
+        raise ModelLoadError(
+            f"model {model.name!r}: the warm-up inference on zero-filled inputs failed ({exc}); "
+            "the model must accept inputs with every dynamic dimension set to 1"
+        ) from None
+    return all(result.ndim and result.shape[0] == rows for result in results)
+
+
+def _zeros(datatype: str, shape: list[int]) -> np.ndarray[Any, Any]:
+    if datatype == "BYTES":
+        return np.full(shape, "", dtype=object)
+    return np.zeros(shape, dtype=DATATYPES[datatype])
+
+
+def _tensor_spec(meta: Any, source: str, kind: str) -> TensorSpec:
+    datatype = ORT_TO_DATATYPE.get(meta.type)
+    if datatype is None:
+        raise NotSupportedError(f"{source}: {kind} {meta.name!r} has type {meta.type}, which is not served")
+    shape = tuple(dim if isinstance(dim, int) and dim >= 0 else -1 for dim in meta.shape)
+    return TensorSpec(meta.name, datatype, shape)
+
+
+def _spec_json(spec: TensorSpec) -> dict[str, Any]:
+    return {"name": spec.name, "datatype": spec.datatype, "shape": list(spec.shape)}
+
+
+def _ort_message(exc: Exception) -> str:
+    """onnxruntime's first line without its ``[ONNXRuntimeError] : 2 : INVALID_ARGUMENT :`` prefix."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text.rsplit(" : ", 1)[-1] if text.startswith("[ONNXRuntimeError]") else text
+
+
+def model_file(path: Path, source: str) -> Path:
+    """The ``.onnx`` file to open: ``path`` itself, or the single one in the folder ``path``."""
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise ModelLoadError(f"{source}: no such file or folder")
+    found = sorted(path.glob("*.onnx")) or sorted(path.rglob("*.onnx"))
+    if len(found) != 1:
+        what = "no .onnx file" if not found else f"{len(found)} .onnx files ({', '.join(p.name for p in found[:5])})"
+        raise ModelLoadError(f"{source}: the folder holds {what}; expected exactly one")
+    return found[0]
+
+
+def fetch_model(source: str, cache_dir: Path) -> Path:
+    """A local path as is; a URI (``s3://``, ``gs://``, ``az://``, ``file://``...) downloaded
+    through fsspec into ``cache_dir``, reused while the object's size/etag/mtime are unchanged.
+
+    The download goes to a temporary folder that is renamed into place, so a server killed
+    mid-download never leaves a half model that the next start would trust.
+    """
+    if "://" not in source:
+        path = Path(source).expanduser()
+        if not path.exists():
+            raise ModelLoadError(f"{source}: no such file or folder")
+        return path
+    try:
+        import fsspec
+    except ImportError:  # pragma: no cover - fsspec is in the serving extra
+        raise ModelLoadError(f"{source}: loading from a URI needs fsspec (pip install 'aideploy[serving]')") from None
+    try:
+        fs, remote = fsspec.core.url_to_fs(source)
+    except (ImportError, ValueError) as exc:
+        raise ModelLoadError(f"{source}: {exc}") from None
+    try:
+        info = fs.info(remote)
+        listing = fs.find(remote, detail=True) if info.get("type") == "directory" else {remote: info}
+    except FileNotFoundError:
+        raise ModelLoadError(f"{source}: no such object or folder") from None
+    except Exception as exc:  # each filesystem raises its own credential/network errors
+        raise ModelLoadError(f"{source}: cannot read it: {exc}") from None
+    fingerprint = {
+        name: {key: str(meta[key]) for key in _FINGERPRINT_KEYS if key in meta} for name, meta in sorted(listing.items())
+    }
+    tail = remote.rstrip("/").rsplit("/", 1)[-1] or "model"
+    target = cache_dir.expanduser() / f"{hashlib.sha256(source.encode()).hexdigest()[:16]}-{tail}"
+    stamp = target / _STAMP
+    if stamp.is_file() and json.loads(stamp.read_text()) == fingerprint:
+        log.info("model %s: using the cached copy in %s", source, target)
+        return target / tail
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".download-", dir=target.parent))
+    try:
+        log.info("model %s: downloading %d file(s) into %s", source, len(listing), target)
+        if info.get("type") == "directory":
+            fs.get(remote.rstrip("/") + "/", str(staging / tail), recursive=True)
+        else:
+            fs.get(remote, str(staging / tail))
+        (staging / _STAMP).write_text(json.dumps(fingerprint))
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    except OSError as exc:
+        raise ModelLoadError(f"{source}: download into {target.parent} failed: {exc}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target / tail
