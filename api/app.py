@@ -1,0 +1,134 @@
+"""``create_app()``: the Litestar application with its plugins, routes, error mapping and the
+start-up work (migrations, the bootstrap admin, resuming interrupted jobs)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar, get
+from litestar.config.cors import CORSConfig
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.pydantic import PydanticPlugin
+
+from aideploy import __version__
+from aideploy.settings import Settings, load_settings
+from api.auth.controllers import AuthController
+from api.auth.middleware import BearerAuthMiddleware
+from api.auth.ratelimit import LoginRateLimiter
+from api.auth.service import bootstrap_admin
+from api.auth.tokens import TokenSigner, load_signing_key
+from api.context import ApiContext
+from api.db.engine import Database
+from api.dependencies import dependencies
+from api.deployments.controllers import DeploymentController
+from api.deployments.jobs import hibernate_idle
+from api.deployments.service import restore_local_deployments
+from api.errors import exception_handlers
+from api.jobs.queue import job_queue_for, recover_jobs
+from api.models.controllers import ModelController
+from api.optimizations.controllers import OptimizationController
+from api.optimizations.jobs import optimization_jobs
+from api.runners.base import RunnerSet
+from api.security import add_security_headers
+from api.storage import open_artifact_store
+
+log = logging.getLogger("aideploy.api")
+
+_PUBLIC_PATHS = ["^/schema", "^/health$"]
+
+
+@get("/health", operation_id="Health", tags=["health"], exclude_from_auth=True, security=[])
+async def health() -> dict[str, str]:
+    """Liveness: the process answers (no authentication)."""
+    return {"status": "ok"}
+
+
+def default_runners(settings: Settings) -> RunnerSet:
+    """The embedded local runner, and the Automation API runner for the clouds."""
+    from api.runners.automation import AutomationRunner
+    from api.runners.local import LocalRunner
+
+    return RunnerSet(local=LocalRunner(settings), cloud=AutomationRunner(settings))
+
+
+def create_app(settings: Settings | None = None, *, runners: RunnerSet | None = None) -> Litestar:
+    """The API. ``runners`` replaces the engines (tests inject the mock-engine runner)."""
+    settings = settings or load_settings()
+    logging.getLogger("aideploy").setLevel(settings.log_level)
+    database = Database(settings.effective_database_url)
+    context = ApiContext(
+        settings=settings,
+        database=database,
+        store=open_artifact_store(settings.effective_artifact_store_url, settings.data_dir),
+        signer=TokenSigner(load_signing_key(settings), settings.token_ttl_seconds),
+        login_limiter=LoginRateLimiter(),
+        jobs=job_queue_for(settings.redis_url),
+        runners=runners or default_runners(settings),
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        await database.migrate()
+        async with database.session() as session:
+            await bootstrap_admin(session, settings)
+        optimization_jobs.shutting_down.clear()
+        await context.jobs.start(context)
+        await context.runners.start(lambda deployment_id: hibernate_idle(context, deployment_id))
+        await recover_jobs(context)
+        await restore_local_deployments(context)
+        try:
+            yield
+        finally:
+            optimization_jobs.shutting_down.set()
+            await context.jobs.stop()
+            await context.runners.close()
+            await database.dispose()
+
+    return Litestar(
+        route_handlers=[
+            health,
+            AuthController,
+            ModelController,
+            OptimizationController,
+            DeploymentController,
+        ],
+        dependencies=dependencies,
+        state=_state(context),
+        lifespan=[lifespan],
+        middleware=[DefineMiddleware(BearerAuthMiddleware, exclude=_PUBLIC_PATHS)],
+        exception_handlers=exception_handlers,
+        before_send=[add_security_headers],
+        cors_config=(
+            CORSConfig(allow_origins=settings.cors_allowed_origins, allow_credentials=False)
+            if settings.cors_allowed_origins
+            else None
+        ),
+        plugins=[PydanticPlugin(prefer_alias=False)],
+        openapi_config=OpenAPIConfig(
+            title="aideploy",
+            version=__version__,
+            description="Optimize ML models and deploy them as cheap, scale-to-zero endpoints.",
+            path="/schema",
+            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+            security=[{"BearerToken": []}],
+            components=Components(
+                security_schemes={
+                    "BearerToken": SecurityScheme(
+                        type="http", scheme="bearer", bearer_format="opaque"
+                    )
+                }
+            ),
+        ),
+    )
+
+
+def _state(context: ApiContext) -> Any:
+    from litestar.datastructures import State
+
+    return State({"context": context})

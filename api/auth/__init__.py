@@ -1,0 +1,1 @@
+"""Users, password hashes, signed bearer tokens and the login rate limit."""

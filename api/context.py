@@ -1,0 +1,28 @@
+"""The long-lived parts of a running API, built once by ``create_app`` and kept in app state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aideploy.settings import Settings
+from api.auth.ratelimit import LoginRateLimiter
+from api.auth.tokens import TokenSigner
+from api.db.engine import Database
+from api.jobs.queue import JobQueue
+from api.runners.base import RunnerSet
+from api.storage import ArtifactStore
+
+
+@dataclass
+class ApiContext:
+    settings: Settings
+    database: Database
+    store: ArtifactStore
+    signer: TokenSigner
+    login_limiter: LoginRateLimiter
+    jobs: JobQueue
+    runners: RunnerSet
+
+    @property
+    def staging_dir(self) -> str:
+        return str(self.settings.data_dir / "staging")

@@ -1,0 +1,1 @@
+"""Deployments: create, update, hibernate, activate and delete through a runner, with events."""

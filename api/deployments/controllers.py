@@ -1,0 +1,190 @@
+"""``/deployments``: create, list, get, update, delete, hibernate, activate, events."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from litestar import Controller, Request, Response, delete, get, post, put
+from litestar.params import Parameter
+from litestar.response import ServerSentEvent, ServerSentEventMessage
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from aideploy.schema import Deployment, DeploymentCreate, DeploymentUpdate, Message
+from api.auth.middleware import CurrentUser
+from api.context import ApiContext
+from api.db.tables import DeploymentEventRow
+from api.deployments import service
+from api.deployments.schemas import DeploymentEvent
+from api.deployments.service import BUSY, Operation
+
+Limit = Annotated[int, Parameter(ge=1, le=1000, description="Page size (extension).")]
+Offset = Annotated[int, Parameter(ge=0, description="Rows to skip (extension).")]
+_POLL_SECONDS = 0.25
+
+
+def _event(row: DeploymentEventRow) -> DeploymentEvent:
+    return DeploymentEvent(
+        id=row.id,
+        operation_id=row.operation_id,
+        kind=row.kind,
+        message=row.message,
+        data=row.data,
+        created_at=row.created_at,
+    )
+
+
+class DeploymentController(Controller):
+    path = "/deployments"
+    tags = ["deployments"]
+
+    @get(operation_id="ListDeployments")
+    async def list_deployments(
+        self,
+        db_session: AsyncSession,
+        current_user: CurrentUser,
+        limit: Limit = 100,
+        offset: Offset = 0,
+    ) -> list[Deployment]:
+        """The caller's deployments, newest first."""
+        rows = await service.list_deployments(
+            db_session, current_user.id, limit=limit, offset=offset
+        )
+        return [service.to_deployment(row) for row in rows]
+
+    @get("/{deployment_id:str}", operation_id="GetDeployment")
+    async def get_deployment(
+        self, deployment_id: str, db_session: AsyncSession, current_user: CurrentUser
+    ) -> Deployment:
+        """One deployment; ``status_reason`` says why it failed."""
+        row = await service.get_deployment(db_session, current_user.id, deployment_id)
+        return service.to_deployment(row)
+
+    @post(operation_id="CreateDeployment", status_code=202)
+    async def create_deployment(
+        self,
+        data: DeploymentCreate,
+        db_session: AsyncSession,
+        current_user: CurrentUser,
+        context: ApiContext,
+    ) -> Deployment:
+        """Create a deployment; answers at once with status ``creating``, which becomes
+        ``active`` (with ``endpoint``) or ``failed`` (with ``status_reason``)."""
+        row = await service.create_deployment(db_session, context, current_user.id, data)
+        return service.to_deployment(row)
+
+    @put("/{deployment_id:str}", operation_id="UpdateDeployment", status_code=202)
+    async def update_deployment(
+        self,
+        deployment_id: str,
+        data: DeploymentUpdate,
+        db_session: AsyncSession,
+        current_user: CurrentUser,
+        context: ApiContext,
+    ) -> Deployment:
+        """Change resources, scaling, cost policy or metadata; status ``updating`` until
+        applied (409 while another operation runs)."""
+        row = await service.get_deployment(db_session, current_user.id, deployment_id)
+        changes = service.updated_spec(row, data)
+        row = await service.start_operation(
+            db_session, context, current_user.id, deployment_id, Operation.UPDATE, changes
+        )
+        return service.to_deployment(row)
+
+    @delete("/{deployment_id:str}", operation_id="DeleteDeployment", status_code=202)
+    async def delete_deployment(
+        self,
+        deployment_id: str,
+        db_session: AsyncSession,
+        current_user: CurrentUser,
+        context: ApiContext,
+    ) -> Message:
+        """Destroy the deployment's resources and stack; it disappears once done."""
+        await service.start_operation(
+            db_session, context, current_user.id, deployment_id, Operation.DELETE
+        )
+        return Message(message=f"Deployment {deployment_id} is being deleted")
+
+    @post("/{deployment_id:str}/hibernate", operation_id="HibernateDeployment", status_code=202)
+    async def hibernate_deployment(
+        self,
+        deployment_id: str,
+        db_session: AsyncSession,
+        current_user: CurrentUser,
+        context: ApiContext,
+    ) -> Message:
+        """Scale to zero: ``hibernating`` then ``hibernated``; the endpoint is kept."""
+        await service.start_operation(
+            db_session, context, current_user.id, deployment_id, Operation.HIBERNATE
+        )
+        return Message(message=f"Deployment {deployment_id} is hibernating")
+
+    @post("/{deployment_id:str}/activate", operation_id="ActivateDeployment", status_code=202)
+    async def activate_deployment(
+        self,
+        deployment_id: str,
+        db_session: AsyncSession,
+        current_user: CurrentUser,
+        context: ApiContext,
+    ) -> Message:
+        """Wake a hibernated deployment: ``activating`` then ``active`` on the same endpoint."""
+        await service.start_operation(
+            db_session, context, current_user.id, deployment_id, Operation.ACTIVATE
+        )
+        return Message(message=f"Deployment {deployment_id} is activating")
+
+    @get(
+        "/{deployment_id:str}/events",
+        operation_id="ListDeploymentEvents",
+        media_type="application/json",
+    )
+    async def list_events(
+        self,
+        request: Request[CurrentUser, Any, Any],
+        deployment_id: str,
+        db_session: AsyncSession,
+        current_user: CurrentUser,
+        context: ApiContext,
+        after: Annotated[int, Parameter(ge=0, description="Only events after this id.")] = 0,
+        operation_id: Annotated[
+            str | None, Parameter(description="Only this operation's events.")
+        ] = None,
+    ) -> Response[list[DeploymentEvent]] | ServerSentEvent:
+        """*Extension*: the engine events of the deployment's operations. With ``Accept:
+        text/event-stream`` they stream as server-sent events until the running operation
+        ends."""
+        await service.get_deployment(db_session, current_user.id, deployment_id)
+        if "text/event-stream" in request.headers.get("accept", ""):
+            return ServerSentEvent(_stream(context, deployment_id, after, operation_id))
+        rows = await service.list_events(
+            db_session, deployment_id, after_id=after, operation_id=operation_id
+        )
+        return Response([_event(row) for row in rows])
+
+
+async def _stream(
+    context: ApiContext, deployment_id: str, after: int, operation_id: str | None
+) -> AsyncIterator[ServerSentEventMessage]:
+    """Recorded events, then new ones as they are written, until no operation is running.
+
+    It polls the table (cheap, indexed), so it works whichever replica runs the job.
+    """
+    last_id = after
+    while True:
+        async with context.database.sessions() as session:
+            rows = await service.list_events(
+                session, deployment_id, after_id=last_id, operation_id=operation_id
+            )
+            row = await session.get(service.DeploymentRow, deployment_id)
+            running = row is not None and row.status in BUSY
+        for event_row in rows:
+            last_id = event_row.id
+            yield ServerSentEventMessage(
+                data=_event(event_row).model_dump_json(), event=event_row.kind, id=str(event_row.id)
+            )
+        if not running and not rows:
+            status = "deleted" if row is None else row.status
+            yield ServerSentEventMessage(data=status, event="end")
+            return
+        await asyncio.sleep(_POLL_SECONDS)

@@ -1,0 +1,174 @@
+"""The deployment job: carry one operation out through the deployment's runner, record the
+engine's events, and land the deployment in its resulting status (or ``failed`` with why)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import anyio.to_thread
+from sqlalchemy import delete
+
+from aideploy.schema import DeploymentStatus, ModelType
+from api.context import ApiContext
+from api.db.tables import DeploymentEventRow, DeploymentRow, JobRow
+from api.deployments.service import Operation, artifact_location, to_deployment
+from api.jobs.queue import JobKind, register_handler
+from api.runners.base import DeploymentPlan, RunnerEvent
+
+log = logging.getLogger("aideploy.api.deployments")
+
+S = DeploymentStatus
+
+
+class EventRecorder:
+    """Collects runner events (from any thread) and writes them to the events table in order."""
+
+    def __init__(self, context: ApiContext, deployment_id: str, operation_id: str) -> None:
+        self._context = context
+        self._deployment_id = deployment_id
+        self._operation_id = operation_id
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[RunnerEvent | None] = asyncio.Queue()
+        self._writer = asyncio.create_task(self._write_all())
+
+    def __call__(self, event: RunnerEvent) -> None:
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
+
+    async def _write_all(self) -> None:
+        finished = False
+        while not finished:
+            batch = [await self._queue.get()]
+            while not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            finished = None in batch
+            events = [event for event in batch if event is not None]
+            if events:
+                try:
+                    await self._write(events)
+                except Exception:
+                    log.exception("could not record %d deployment events", len(events))
+
+    async def _write(self, events: list[RunnerEvent]) -> None:
+        async with self._context.database.session() as session:
+            session.add_all(
+                DeploymentEventRow(
+                    deployment_id=self._deployment_id,
+                    operation_id=self._operation_id,
+                    kind=event.kind,
+                    message=event.message,
+                    data=event.data,
+                )
+                for event in events
+            )
+
+    async def close(self) -> None:
+        """Write what is still queued; the recorder is done afterwards."""
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, None)
+        await self._writer
+
+
+# After a successful operation: the status it lands in (None: the deployment is gone).
+_RESULT = {
+    Operation.CREATE: S.ACTIVE,
+    Operation.HIBERNATE: S.HIBERNATED,
+    Operation.ACTIVATE: S.ACTIVE,
+    Operation.RESTORE: S.ACTIVE,
+    Operation.DELETE: None,
+}
+
+
+class DeploymentJobHandler:
+    async def run(self, context: ApiContext, job: JobRow) -> None:
+        operation = Operation(job.payload["operation"])
+        async with context.database.session() as session:
+            row = await session.get(DeploymentRow, job.subject_id)
+            if row is None:
+                return  # deleted meanwhile
+            deployment = to_deployment(row)
+            runtime = dict(row.runtime)
+            try:
+                location = await artifact_location(
+                    session, row.owner_id, row.model_id, ModelType(row.model_type)
+                )
+            except Exception:
+                if operation is not Operation.DELETE:
+                    raise
+                location = ""  # the model may be gone; destroying needs no artifact
+        previous = job.payload.get("previous_status")
+        hibernated = operation is Operation.HIBERNATE or (
+            operation is Operation.UPDATE and previous == S.HIBERNATED.value
+        )
+        runner = context.runners.for_cloud(deployment.target.cloud)  # type: ignore[union-attr]
+        local_path = (
+            await anyio.to_thread.run_sync(context.store.local_path, location) if location else None
+        )
+        plan = DeploymentPlan(
+            deployment=deployment,
+            stack_name=str(runtime.get("stack_name") or f"{deployment.name}-{deployment.id[:8]}"),
+            artifact_uri=location,
+            artifact_path=local_path or context.settings.data_dir,
+            hibernated=hibernated,
+            runtime=runtime,
+        )
+        recorder = EventRecorder(context, row.id, job.id)
+        recorder(
+            RunnerEvent(
+                "operation-started", f"{operation.value} started", {"attempt": job.attempts}
+            )
+        )
+        try:
+            if operation is Operation.DELETE:
+                await runner.destroy(plan, recorder)
+            else:
+                outcome = await runner.apply(plan, recorder)
+            recorder(RunnerEvent("operation-succeeded", f"{operation.value} succeeded"))
+        except BaseException as exc:
+            recorder(RunnerEvent("operation-failed", f"{operation.value} failed: {exc}"))
+            raise
+        finally:
+            await recorder.close()
+        async with context.database.session() as session:
+            if operation is Operation.DELETE:
+                await session.execute(
+                    delete(DeploymentRow).where(DeploymentRow.id == job.subject_id)
+                )
+                return
+            stored = await session.get(DeploymentRow, job.subject_id)
+            if stored is None:
+                return
+            result = _RESULT.get(operation) or (S.HIBERNATED if hibernated else S.ACTIVE)
+            stored.status = result.value
+            stored.status_reason = None
+            stored.endpoint = outcome.endpoint
+            stored.runtime = {**runtime, **outcome.runtime, "stack_name": plan.stack_name}
+
+    async def fail(self, context: ApiContext, job: JobRow, reason: str) -> None:
+        operation = Operation(job.payload["operation"])
+        async with context.database.session() as session:
+            row = await session.get(DeploymentRow, job.subject_id)
+            if row is not None:
+                row.status = S.FAILED.value
+                row.status_reason = f"{operation.value} failed: {reason}"
+
+
+async def hibernate_idle(context: ApiContext, deployment_id: str) -> None:
+    """The local runner stopped an idle deployment by itself: record it as hibernated."""
+    async with context.database.session() as session:
+        row = await session.get(DeploymentRow, deployment_id)
+        if row is None or row.status != S.ACTIVE.value:
+            return
+        row.status = S.HIBERNATED.value
+        session.add(
+            DeploymentEventRow(
+                deployment_id=deployment_id,
+                operation_id="idle",
+                kind="hibernated-idle",
+                message="no traffic within hibernation_idle_timeout; stopped until activated",
+                data={},
+            )
+        )
+
+
+deployment_jobs = DeploymentJobHandler()
+register_handler(JobKind.DEPLOY, deployment_jobs)

@@ -1,0 +1,186 @@
+"""Every error the API answers, in one JSON shape, mapped in one place.
+
+``{"status_code": 422, "detail": "...", "errors": [{"field": "...", "message": "..."}]}``.
+Services raise :class:`ApiError` subclasses (or aideploy's own user errors); anything else is a
+bug: it is logged with its traceback and answered with a generic 500 body.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import MediaType, Request, Response
+from litestar.exceptions import (
+    HTTPException,
+    NotAuthorizedException,
+    ValidationException,
+)
+from litestar.status_codes import (
+    HTTP_400_BAD_REQUEST,
+    HTTP_404_NOT_FOUND,
+    HTTP_409_CONFLICT,
+    HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+    HTTP_422_UNPROCESSABLE_ENTITY,
+    HTTP_429_TOO_MANY_REQUESTS,
+    HTTP_500_INTERNAL_SERVER_ERROR,
+    HTTP_503_SERVICE_UNAVAILABLE,
+)
+from litestar.types import ExceptionHandlersMap
+from pydantic import BaseModel, ValidationError
+
+from aideploy.errors import AideployError, InputError, NotSupportedError
+from aideploy.schema import FieldError, field_errors
+
+__all__ = [
+    "ApiError",
+    "ConflictError",
+    "ErrorBody",
+    "InvalidFieldError",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "ServiceUnavailableError",
+    "TooManyRequestsError",
+    "exception_handlers",
+]
+
+log = logging.getLogger("aideploy.api")
+
+
+class ErrorBody(BaseModel):
+    """The body of every error response."""
+
+    status_code: int
+    detail: str
+    errors: list[FieldError] = []
+
+
+class ApiError(Exception):
+    """An error with its HTTP status, a one-line detail and optional per-field errors."""
+
+    status_code = HTTP_400_BAD_REQUEST
+
+    def __init__(
+        self,
+        detail: str,
+        errors: list[FieldError] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = errors or []
+        self.headers = headers or {}
+
+
+class NotFoundError(ApiError):
+    status_code = HTTP_404_NOT_FOUND
+
+
+class ConflictError(ApiError):
+    status_code = HTTP_409_CONFLICT
+
+
+class PayloadTooLargeError(ApiError):
+    status_code = HTTP_413_REQUEST_ENTITY_TOO_LARGE
+
+
+class InvalidFieldError(ApiError):
+    """A well-formed request whose field does not fit (422), naming the field."""
+
+    status_code = HTTP_422_UNPROCESSABLE_ENTITY
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}", [FieldError(field=field, message=message)])
+
+    @classmethod
+    def from_validation(cls, exc: ValidationError) -> InvalidFieldError:
+        """Every problem pydantic found, the first one in the detail line."""
+        errors = field_errors(exc)
+        error = cls(errors[0].field, errors[0].message)
+        error.errors = errors
+        error.detail = "; ".join(f"{e.field}: {e.message}" for e in errors)
+        return error
+
+
+class TooManyRequestsError(ApiError):
+    status_code = HTTP_429_TOO_MANY_REQUESTS
+
+    def __init__(self, detail: str, retry_after_seconds: int) -> None:
+        super().__init__(detail, headers={"Retry-After": str(max(1, retry_after_seconds))})
+
+
+class ServiceUnavailableError(ApiError):
+    status_code = HTTP_503_SERVICE_UNAVAILABLE
+
+
+def _respond(
+    status_code: int,
+    detail: str,
+    errors: list[FieldError] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[ErrorBody]:
+    return Response(
+        ErrorBody(status_code=status_code, detail=detail, errors=errors or []),
+        status_code=status_code,
+        media_type=MediaType.JSON,
+        headers=headers,
+    )
+
+
+def _api_error(_: Request[Any, Any, Any], exc: ApiError) -> Response[ErrorBody]:
+    return _respond(exc.status_code, exc.detail, exc.errors, exc.headers)
+
+
+def _user_error(_: Request[Any, Any, Any], exc: AideployError) -> Response[ErrorBody]:
+    status = HTTP_422_UNPROCESSABLE_ENTITY if isinstance(exc, InputError) else HTTP_400_BAD_REQUEST
+    if isinstance(exc, NotSupportedError):
+        status = HTTP_400_BAD_REQUEST
+    return _respond(status, str(exc))
+
+
+def _pydantic_error(_: Request[Any, Any, Any], exc: ValidationError) -> Response[ErrorBody]:
+    errors = field_errors(exc)
+    detail = "; ".join(f"{error.field}: {error.message}" for error in errors)
+    return _respond(HTTP_422_UNPROCESSABLE_ENTITY, detail or "invalid request", errors)
+
+
+def _litestar_validation_error(
+    _: Request[Any, Any, Any], exc: ValidationException
+) -> Response[ErrorBody]:
+    """Litestar's request parsing errors; their ``key`` is ``body.x.y`` or a parameter name."""
+    errors = []
+    for item in exc.extra if isinstance(exc.extra, list) else []:
+        if isinstance(item, dict):
+            field = str(item.get("key") or item.get("source") or "body")
+            message = str(item.get("message", "invalid")).removeprefix("Value error, ")
+            errors.append(FieldError(field=field, message=message))
+    detail = "; ".join(f"{e.field}: {e.message}" for e in errors) or str(exc.detail)
+    status = HTTP_422_UNPROCESSABLE_ENTITY if errors else HTTP_400_BAD_REQUEST
+    return _respond(status, detail, errors)
+
+
+def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorBody]:
+    headers = dict(exc.headers or {})
+    if isinstance(exc, NotAuthorizedException):
+        headers.setdefault("WWW-Authenticate", "Bearer")
+    return _respond(exc.status_code, str(exc.detail), headers=headers)
+
+
+def _unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
+    log.exception(
+        "unexpected error answering %s %s", request.method, request.url.path, exc_info=exc
+    )
+    return _respond(
+        HTTP_500_INTERNAL_SERVER_ERROR,
+        "internal error; the server log has the details",
+    )
+
+
+exception_handlers: ExceptionHandlersMap = {
+    ApiError: _api_error,
+    AideployError: _user_error,
+    ValidationError: _pydantic_error,
+    ValidationException: _litestar_validation_error,
+    HTTPException: _http_error,
+    Exception: _unexpected_error,
+}

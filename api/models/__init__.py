@@ -1,0 +1,1 @@
+"""Models: streamed multipart upload, validation, listing and deletion."""

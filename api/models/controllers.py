@@ -1,0 +1,119 @@
+"""``/models``: upload, list, get and delete models."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from litestar import Controller, Request, delete, get, post
+from litestar.openapi.spec import (
+    OpenAPIFormat,
+    OpenAPIMediaType,
+    OpenAPIType,
+    Operation,
+    RequestBody,
+    Schema,
+)
+from litestar.params import Parameter
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from aideploy.schema import Framework, Message, Model, ModelUploadResponse
+from api.auth.middleware import CurrentUser
+from api.context import ApiContext
+from api.db.tables import new_id
+from api.models import service
+from api.models.upload import receive_model_upload
+
+
+@dataclass
+class _UploadOperation(Operation):
+    """The upload reads the raw stream, so its form is described here for the schema."""
+
+    def __post_init__(self) -> None:
+        text = Schema(type=OpenAPIType.STRING)
+        form = Schema(
+            type=OpenAPIType.OBJECT,
+            required=["name", "framework", "file"],
+            properties={
+                "name": text,
+                "framework": Schema(type=OpenAPIType.STRING, enum=[f.value for f in Framework]),
+                "version": text,
+                "metadata": Schema(type=OpenAPIType.STRING, description="A JSON object."),
+                "file": Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY),
+            },
+        )
+        self.request_body = RequestBody(
+            content={"multipart/form-data": OpenAPIMediaType(schema=form)}, required=True
+        )
+
+
+Limit = Annotated[int, Parameter(ge=1, le=1000, description="Page size (extension).")]
+Offset = Annotated[int, Parameter(ge=0, description="Rows to skip (extension).")]
+
+
+class ModelController(Controller):
+    path = "/models"
+    tags = ["models"]
+
+    @get(operation_id="ListModels")
+    async def list_models(
+        self,
+        db_session: AsyncSession,
+        current_user: CurrentUser,
+        limit: Limit = 100,
+        offset: Offset = 0,
+    ) -> list[Model]:
+        """The caller's models, newest first."""
+        rows = await service.list_models(db_session, current_user.id, limit=limit, offset=offset)
+        return [service.to_model(row) for row in rows]
+
+    @get("/{model_id:str}", operation_id="GetModel")
+    async def get_model(
+        self, model_id: str, db_session: AsyncSession, current_user: CurrentUser
+    ) -> Model:
+        """One model, with its recorded signature, sha256 and size in ``metadata``."""
+        return service.to_model(await service.get_model(db_session, current_user.id, model_id))
+
+    @post(
+        operation_id="UploadModel",
+        request_max_body_size=None,
+        status_code=201,
+        operation_class=_UploadOperation,
+    )
+    async def upload_model(
+        self,
+        request: Request[CurrentUser, Any, Any],
+        db_session: AsyncSession,
+        current_user: CurrentUser,
+        context: ApiContext,
+    ) -> ModelUploadResponse:
+        """Upload a model (form fields ``name``, ``framework``, ``version``, ``metadata``,
+        ``file``). The file is streamed to disk, hashed, size-limited and validated before it
+        is accepted."""
+        staging = Path(context.staging_dir) / f"upload-{new_id()}"
+        upload = await receive_model_upload(request, staging, context.settings.max_upload_bytes)
+        try:
+            row = await service.create_model(db_session, context.store, current_user.id, upload)
+        finally:
+            staging.unlink(missing_ok=True)
+        return ModelUploadResponse(
+            model_id=row.id,
+            name=row.name,
+            framework=row.framework,  # type: ignore[arg-type]
+            version=row.version,
+            storage_path=row.storage_path,
+            created_at=row.created_at,
+        )
+
+    @delete("/{model_id:str}", operation_id="DeleteModel", status_code=200)
+    async def delete_model(
+        self,
+        model_id: str,
+        db_session: AsyncSession,
+        current_user: CurrentUser,
+        context: ApiContext,
+    ) -> Message:
+        """Delete a model with its optimized versions and artifacts (409 while deployed)."""
+        await service.delete_model(db_session, context.store, current_user.id, model_id)
+        return Message(message=f"Model {model_id} deleted successfully")

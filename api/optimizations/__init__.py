@@ -1,0 +1,1 @@
+"""Optimizations: ``POST /models/{id}/optimize`` starts a durable job running the optimizer."""

@@ -1,0 +1,38 @@
+"""``POST /models/{model_id}/optimize`` and ``GET /models/{model_id}/optimized``."""
+
+from __future__ import annotations
+
+from litestar import Controller, get, post
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from aideploy.schema import OptimizationJob, OptimizationRequest, OptimizedModel
+from api.auth.middleware import CurrentUser
+from api.context import ApiContext
+from api.optimizations import service
+
+
+class OptimizationController(Controller):
+    path = "/models/{model_id:str}"
+    tags = ["optimizations"]
+
+    @post("/optimize", operation_id="OptimizeModel", status_code=202)
+    async def optimize_model(
+        self,
+        model_id: str,
+        data: OptimizationRequest,
+        db_session: AsyncSession,
+        current_user: CurrentUser,
+        context: ApiContext,
+    ) -> OptimizationJob:
+        """Start optimizing; answers at once with status ``optimizing``. The result appears in
+        ``GET /models/{model_id}/optimized`` as ``completed`` or ``failed`` with the reason."""
+        row = await service.start_optimization(db_session, context, current_user.id, model_id, data)
+        return service.to_job(row)
+
+    @get("/optimized", operation_id="ListOptimizedModels")
+    async def list_optimized(
+        self, model_id: str, db_session: AsyncSession, current_user: CurrentUser
+    ) -> list[OptimizedModel]:
+        """The model's optimized versions with their status and measured percentages."""
+        rows = await service.list_optimized(db_session, current_user.id, model_id)
+        return [service.to_optimized_model(row) for row in rows]

@@ -1,0 +1,95 @@
+"""The optimization job: run ``optimizer.optimize`` in a worker thread, store the artifact and
+the measured percentages on the optimized-model row."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+from functools import partial
+from typing import Any
+
+import anyio.to_thread
+
+from aideploy.schema import OptimizationRequest, OptimizationStatus
+from api.context import ApiContext
+from api.db.tables import JobRow, ModelRow, OptimizedModelRow
+from api.jobs.queue import JobKind, register_handler
+from api.models.service import model_key
+
+log = logging.getLogger("aideploy.api.optimizations")
+
+
+class OptimizationJobHandler:
+    def __init__(self) -> None:
+        self.shutting_down = threading.Event()
+        """Set at shutdown: the optimizer stops at its next checkpoint; the job resumes later."""
+
+    async def run(self, context: ApiContext, job: JobRow) -> None:
+        from optimizer import optimize
+
+        async with context.database.session() as session:
+            row = await session.get(OptimizedModelRow, job.subject_id)
+            if row is None:
+                return  # the model was deleted meanwhile; nothing to produce
+            model = await session.get(ModelRow, row.original_model_id)
+            assert model is not None  # the optimized row cascades with its model
+            request = OptimizationRequest.model_validate(row.request)
+            source = model.storage_path
+        work_dir = context.settings.data_dir / "work" / "optimize" / row.id
+        if work_dir.exists():
+            shutil.rmtree(work_dir)  # a resumed job starts from a clean folder
+        work_dir.parent.mkdir(parents=True, exist_ok=True)
+        local_source = await anyio.to_thread.run_sync(context.store.local_path, source)
+
+        def progress(event: Any) -> None:
+            log.debug("optimization %s: %s", row.id, event)
+
+        result = await anyio.to_thread.run_sync(
+            partial(
+                optimize,
+                local_source,
+                request,
+                work_dir,
+                progress=progress,
+                cancel=self.shutting_down,
+            )
+        )
+        artifact = result.artifact.resolve()
+        relative = artifact.relative_to(work_dir.resolve()).as_posix()
+        key = f"{model_key(row.original_model_id)}/optimized/{row.id}"
+        location = await anyio.to_thread.run_sync(context.store.put, work_dir, key)
+        unmet = list(result.unmet_targets)
+        async with context.database.session() as session:
+            stored = await session.get(OptimizedModelRow, row.id)
+            if stored is None:
+                await anyio.to_thread.run_sync(context.store.delete_prefix, key)
+                return
+            stored.status = OptimizationStatus.COMPLETED.value
+            stored.storage_path = f"{location}/{relative}"
+            stored.size_reduction_percentage = result.size_reduction_percentage
+            stored.latency_reduction_percentage = result.latency_reduction_percentage
+            stored.accuracy_change_percentage = result.accuracy_change_percentage
+            stored.metadata_ = {
+                **stored.metadata_,
+                "precision": getattr(result, "precision", None)
+                or stored.metadata_.get("precision"),
+                "accuracy_metric": result.accuracy_metric,
+                "targets_met": result.targets_met,
+                "unmet_targets": unmet,
+                "report_path": f"{location}/{result.report.resolve().relative_to(work_dir.resolve()).as_posix()}",
+            }
+            stored.status_reason = (
+                None if result.targets_met else "targets not met: " + "; ".join(unmet)
+            )
+
+    async def fail(self, context: ApiContext, job: JobRow, reason: str) -> None:
+        async with context.database.session() as session:
+            row = await session.get(OptimizedModelRow, job.subject_id)
+            if row is not None:
+                row.status = OptimizationStatus.FAILED.value
+                row.status_reason = reason
+
+
+optimization_jobs = OptimizationJobHandler()
+register_handler(JobKind.OPTIMIZE, optimization_jobs)

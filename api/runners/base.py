@@ -1,0 +1,102 @@
+"""The runner interface: what the deployment jobs ask of an engine, whichever it is."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from aideploy.errors import AideployError
+from aideploy.schema import Cloud, Deployment
+
+
+class RunnerUnavailableError(AideployError):
+    """The engine a deployment needs is missing here (the API answers 503 with this line)."""
+
+
+@dataclass(frozen=True)
+class RunnerEvent:
+    """One step of an operation as the engine reported it (resource progress, logs, outputs)."""
+
+    kind: str
+    message: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+EventSink = Callable[[RunnerEvent], None]
+"""Receives events; runners may call it from worker threads (it must be thread-safe)."""
+
+IdleCallback = Callable[[str], Awaitable[None]]
+"""Told the id of a deployment the runner hibernated by itself after its idle timeout."""
+
+
+@dataclass(frozen=True)
+class DeploymentPlan:
+    """Everything a runner needs to make one deployment exist as described."""
+
+    deployment: Deployment
+    """The desired state; ``deployment.target`` is resolved (never ``None``)."""
+    stack_name: str
+    artifact_uri: str
+    """Where the model artifact lives in the artifact store (a path or an object-store URL)."""
+    artifact_path: Path
+    """A local copy of the artifact, for runners that serve it on this host."""
+    hibernated: bool = False
+    """Desired: scaled to zero (hibernated) rather than serving."""
+    runtime: dict[str, Any] = field(default_factory=dict)
+    """What the runner recorded at its last apply (stack name, local port...)."""
+
+    @property
+    def cloud(self) -> Cloud:
+        assert self.deployment.target is not None
+        return self.deployment.target.cloud
+
+
+@dataclass(frozen=True)
+class ApplyOutcome:
+    endpoint: str | None
+    runtime: dict[str, Any] = field(default_factory=dict)
+    """Stored with the deployment and handed back in the next plan."""
+
+
+class Runner(Protocol):
+    async def start(self, on_idle: IdleCallback) -> None:
+        """Begin any background supervision (the local runner watches its processes)."""
+
+    def check_available(self) -> None:
+        """Raise :class:`RunnerUnavailableError` naming what to install if this runner cannot work
+        on this host; called before anything is created."""
+
+    async def apply(self, plan: DeploymentPlan, on_event: EventSink) -> ApplyOutcome:
+        """Create or update the deployment so it matches the plan (idempotent)."""
+
+    async def destroy(self, plan: DeploymentPlan, on_event: EventSink) -> None:
+        """Remove everything the deployment created, then its stack (idempotent)."""
+
+    async def status(self, plan: DeploymentPlan) -> str:
+        """A short word for what the engine sees now: ``running``, ``stopped``, ``absent``."""
+
+    async def close(self) -> None:
+        """Release what the runner holds (child processes stay managed by the next start)."""
+
+
+class RunnerSet:
+    """Which runner serves which cloud: ``local`` has its own, the clouds share one."""
+
+    def __init__(self, local: Runner, cloud: Runner) -> None:
+        self.local = local
+        self.cloud = cloud
+
+    def for_cloud(self, cloud: Cloud) -> Runner:
+        return self.local if cloud is Cloud.LOCAL else self.cloud
+
+    async def start(self, on_idle: IdleCallback) -> None:
+        await self.local.start(on_idle)
+        if self.cloud is not self.local:
+            await self.cloud.start(on_idle)
+
+    async def close(self) -> None:
+        await self.local.close()
+        if self.cloud is not self.local:
+            await self.cloud.close()

@@ -1,0 +1,347 @@
+"""The embedded default: each deployment is the serving runtime (``python -m serving``) as a
+supervised child process on a localhost port.
+
+- The port is chosen once and kept in the deployment's runtime record, so hibernate/activate
+  and API restarts bring the deployment back on the same endpoint.
+- A process that dies unexpectedly is restarted (with a limit, then left stopped and logged).
+- With ``hibernation_enabled`` the supervisor reads the server's Prometheus counters; after
+  ``hibernation_idle_timeout`` seconds without an inference request it stops the process and
+  tells the API, which records the deployment as hibernated.
+- The server's intra-op threads come from ``resource_requirements.cpu`` within this host's CPUs.
+  One process serves each deployment: the serving runtime has no shared-port worker mode, so
+  ``max_instances`` above 1 is reported in the events rather than silently ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio.to_thread
+
+from aideploy.errors import AideployError
+from aideploy.settings import Settings
+from api.runners.base import ApplyOutcome, DeploymentPlan, EventSink, IdleCallback, RunnerEvent
+
+log = logging.getLogger("aideploy.api.local")
+
+_HOST = "127.0.0.1"
+_READY_TIMEOUT_SECONDS = 120.0
+_SUPERVISE_EVERY_SECONDS = 1.0
+_METRICS_EVERY_SECONDS = 5.0
+_MAX_RESTARTS = 3
+_STOP_GRACE_SECONDS = 10.0
+
+
+class LocalDeploymentError(AideployError):
+    """The serving process could not start or become ready; the message has its last log line."""
+
+
+@dataclass
+class _Served:
+    deployment_id: str
+    name: str
+    port: int
+    command: list[str]
+    log_path: Path
+    idle_timeout: float | None
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    last_requests: float = -1.0
+    last_traffic: float = field(default_factory=time.monotonic)
+    last_metrics_check: float = 0.0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((_HOST, 0))
+        return int(probe.getsockname()[1])
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((_HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def _threads_for(cpu_cores: float) -> int:
+    return max(1, min(os.cpu_count() or 1, math.ceil(cpu_cores)))
+
+
+def _http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - localhost
+            return int(response.status), response.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, ""
+    except (urllib.error.URLError, OSError):
+        return 0, ""
+
+
+def _inference_requests(metrics_text: str) -> float:
+    """The sum of ``aideploy_inference_requests_total`` over the server's models."""
+    total = 0.0
+    for line in metrics_text.splitlines():
+        if line.startswith("aideploy_inference_requests_total"):
+            with contextlib.suppress(ValueError, IndexError):
+                total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def _last_log_line(path: Path) -> str:
+    try:
+        lines = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "no log"
+    return lines[-1] if lines else "no output"
+
+
+class LocalRunner:
+    def __init__(self, settings: Settings) -> None:
+        self._logs = settings.data_dir / "logs" / "deployments"
+        self._converted = settings.data_dir / "work" / "onnx"
+        self._served: dict[str, _Served] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._supervisor: asyncio.Task[None] | None = None
+        self._on_idle: IdleCallback | None = None
+
+    def check_available(self) -> None:
+        """Always available: the serving runtime is part of this installation."""
+
+    async def start(self, on_idle: IdleCallback) -> None:
+        self._on_idle = on_idle
+        self._supervisor = asyncio.create_task(self._supervise(), name="local-supervisor")
+
+    def _lock(self, deployment_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(deployment_id, asyncio.Lock())
+
+    async def apply(self, plan: DeploymentPlan, on_event: EventSink) -> ApplyOutcome:
+        deployment = plan.deployment
+        async with self._lock(deployment.id):
+            port = int(plan.runtime.get("port") or 0) or free_port()
+            endpoint = f"http://{_HOST}:{port}"
+            current = self._served.get(deployment.id)
+            if plan.hibernated:
+                if current is not None:
+                    await self._stop(current, on_event)
+                on_event(RunnerEvent("hibernated", "serving process stopped", {"port": port}))
+                return ApplyOutcome(endpoint=endpoint, runtime={"port": port})
+            model = await self._servable_model(plan, on_event)
+            threads = _threads_for(float(deployment.resource_requirements.cpu_cores))
+            command = [
+                sys.executable, "-m", "serving", str(model),
+                "--name", deployment.name,
+                "--host", _HOST,
+                "--port", str(port),
+                "--threads", str(threads),
+            ]  # fmt: skip
+            if deployment.scaling_policy.max_instances > 1:
+                on_event(
+                    RunnerEvent(
+                        "warning",
+                        f"max_instances {deployment.scaling_policy.max_instances}: the local "
+                        f"target runs one server process using {threads} thread(s)",
+                    )
+                )
+            policy = deployment.cost_optimization_policy
+            served = _Served(
+                deployment_id=deployment.id,
+                name=deployment.name,
+                port=port,
+                command=command,
+                log_path=self._logs / f"{deployment.id}.log",
+                idle_timeout=float(policy.hibernation_idle_timeout)
+                if policy.hibernation_enabled
+                else None,
+            )
+            if current is not None:
+                if (
+                    current.command == command
+                    and current.process
+                    and current.process.poll() is None
+                ):
+                    current.idle_timeout = served.idle_timeout
+                    on_event(RunnerEvent("unchanged", "serving process already up to date"))
+                    return ApplyOutcome(endpoint=endpoint, runtime={"port": port})
+                await self._stop(current, on_event)
+            if not _port_is_free(port):
+                raise LocalDeploymentError(
+                    f"port {port} of this deployment's endpoint is taken by another program"
+                )
+            await self._launch(served, on_event)
+            self._served[deployment.id] = served
+            return ApplyOutcome(endpoint=endpoint, runtime={"port": port})
+
+    async def destroy(self, plan: DeploymentPlan, on_event: EventSink) -> None:
+        async with self._lock(plan.deployment.id):
+            served = self._served.pop(plan.deployment.id, None)
+            if served is not None:
+                await self._stop(served, on_event)
+                served.log_path.unlink(missing_ok=True)
+            on_event(RunnerEvent("destroyed", "local deployment removed"))
+        self._locks.pop(plan.deployment.id, None)
+
+    async def status(self, plan: DeploymentPlan) -> str:
+        served = self._served.get(plan.deployment.id)
+        if served is None:
+            return "absent"
+        return "running" if served.process and served.process.poll() is None else "stopped"
+
+    async def close(self) -> None:
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            await asyncio.gather(self._supervisor, return_exceptions=True)
+        for served in list(self._served.values()):
+            await self._stop(served, lambda _event: None)
+        self._served.clear()
+
+    async def _servable_model(self, plan: DeploymentPlan, on_event: EventSink) -> Path:
+        """The serving runtime loads ONNX: a PyTorch artifact is converted once and cached."""
+        path = plan.artifact_path
+        if path.is_dir() or path.suffix == ".onnx":
+            return path
+        from optimizer import to_onnx
+
+        out_dir = self._converted / plan.deployment.model_id
+        existing = sorted(out_dir.glob("*.onnx")) if out_dir.is_dir() else []
+        if existing:
+            return existing[0]
+        on_event(RunnerEvent("converting", f"converting {path.name} to ONNX for serving"))
+        converted: Path = await anyio.to_thread.run_sync(to_onnx, path, out_dir)
+        return converted
+
+    async def _launch(self, served: _Served, on_event: EventSink) -> None:
+        served.log_path.parent.mkdir(parents=True, exist_ok=True)
+        on_event(
+            RunnerEvent(
+                "starting", f"starting the server on port {served.port}", {"port": served.port}
+            )
+        )
+        with served.log_path.open("ab") as log_file:
+            served.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                served.command,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        served.last_traffic = time.monotonic()
+        served.last_requests = -1.0
+        await self._wait_ready(served)
+        on_event(
+            RunnerEvent(
+                "ready",
+                f"serving at http://{_HOST}:{served.port}",
+                {"pid": served.process.pid, "port": served.port},
+            )
+        )
+
+    async def _wait_ready(self, served: _Served) -> None:
+        assert served.process is not None
+        deadline = time.monotonic() + _READY_TIMEOUT_SECONDS
+        url = f"http://{_HOST}:{served.port}/v2/health/ready"
+        while time.monotonic() < deadline:
+            if served.process.poll() is not None:
+                raise LocalDeploymentError(
+                    f"the server exited with code {served.process.returncode}: "
+                    f"{_last_log_line(served.log_path)}"
+                )
+            status, _ = await anyio.to_thread.run_sync(_http_get, url, 1.0)
+            if status == 200:
+                return
+            await asyncio.sleep(0.1)
+        self._terminate(served)
+        raise LocalDeploymentError(
+            f"the server was not ready within {_READY_TIMEOUT_SECONDS:.0f} s: "
+            f"{_last_log_line(served.log_path)}"
+        )
+
+    async def _stop(self, served: _Served, on_event: EventSink) -> None:
+        process, served.process = served.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            await anyio.to_thread.run_sync(process.wait, _STOP_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            await anyio.to_thread.run_sync(process.wait)
+        on_event(RunnerEvent("stopped", "server stopped", {"exit_code": process.returncode}))
+
+    def _terminate(self, served: _Served) -> None:
+        if served.process is not None and served.process.poll() is None:
+            served.process.kill()
+            served.process.wait()
+
+    async def _supervise(self) -> None:
+        while True:
+            await asyncio.sleep(_SUPERVISE_EVERY_SECONDS)
+            for served in list(self._served.values()):
+                try:
+                    await self._check(served)
+                except Exception:
+                    log.exception("supervising deployment %s failed", served.deployment_id)
+
+    async def _check(self, served: _Served) -> None:
+        lock = self._lock(served.deployment_id)
+        if lock.locked():
+            return  # an operation is changing it right now
+        async with lock:
+            process = served.process
+            if process is None:
+                return  # stopped on purpose (hibernated)
+            if process.poll() is not None:
+                await self._restart(served, process.returncode)
+                return
+            if served.idle_timeout is not None:
+                await self._check_idle(served)
+
+    async def _restart(self, served: _Served, exit_code: int | None) -> None:
+        served.process = None
+        if served.restarts >= _MAX_RESTARTS:
+            log.error(
+                "deployment %s: the server exited (%s) %d times; left stopped: %s",
+                served.deployment_id, exit_code, served.restarts, _last_log_line(served.log_path),
+            )  # fmt: skip
+            return
+        served.restarts += 1
+        log.warning(
+            "deployment %s: the server exited with %s; restarting (%d/%d)",
+            served.deployment_id, exit_code, served.restarts, _MAX_RESTARTS,
+        )  # fmt: skip
+        await self._launch(served, lambda _event: None)
+
+    async def _check_idle(self, served: _Served) -> None:
+        now = time.monotonic()
+        if now - served.last_metrics_check < _METRICS_EVERY_SECONDS:
+            return
+        served.last_metrics_check = now
+        status, text = await anyio.to_thread.run_sync(
+            _http_get, f"http://{_HOST}:{served.port}/metrics", 2.0
+        )
+        if status == 200:
+            requests = _inference_requests(text)
+            if requests != served.last_requests:
+                served.last_requests = requests
+                served.last_traffic = now
+        assert served.idle_timeout is not None
+        if now - served.last_traffic >= served.idle_timeout:
+            log.info("deployment %s idle; hibernating", served.deployment_id)
+            await self._stop(served, lambda _event: None)
+            if self._on_idle is not None:
+                await self._on_idle(served.deployment_id)

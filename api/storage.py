@@ -1,0 +1,107 @@
+"""Where model artifacts live: a local directory by default, object storage by URL.
+
+One small interface: the API stages uploads and optimizer outputs on local disk (they must be
+validated and measured there anyway), then :meth:`ArtifactStore.put` moves them in. Consumers
+that need a file (the optimizer, a local deployment) ask for :meth:`ArtifactStore.local_path`.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any, Protocol
+
+from aideploy.errors import InputError
+
+_OBJECT_SCHEMES = ("s3://", "gs://", "az://", "abfs://", "memory://")
+
+
+class ArtifactStore(Protocol):
+    def put(self, source: Path, key: str) -> str:
+        """Move the local file or directory ``source`` in under ``key``; return its location."""
+
+    def local_path(self, location: str) -> Path:
+        """A local path holding the artifact at ``location`` (downloaded once if remote)."""
+
+    def delete_prefix(self, key: str) -> None:
+        """Remove everything stored under ``key`` (a model and all it derived)."""
+
+
+class LocalArtifactStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root.expanduser().resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def put(self, source: Path, key: str) -> str:
+        target = self._resolve(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(source, target)
+        return str(target)
+
+    def local_path(self, location: str) -> Path:
+        return Path(location)
+
+    def delete_prefix(self, key: str) -> None:
+        target = self._resolve(key)
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+
+    def _resolve(self, key: str) -> Path:
+        target = (self.root / key).resolve()
+        if not target.is_relative_to(self.root):
+            raise InputError(f"artifact key {key!r} escapes the store")
+        return target
+
+
+class ObjectArtifactStore:
+    """``s3://``, ``gs://``, ``az://`` through fsspec, with a local read cache in the data dir."""
+
+    def __init__(self, url: str, cache_dir: Path) -> None:
+        import fsspec  # the cloud filesystems are optional extras
+
+        self.url = url.rstrip("/")
+        protocol = url.split("://", 1)[0]
+        try:
+            self.fs: Any = fsspec.filesystem(protocol)
+        except (ImportError, ValueError) as exc:
+            raise InputError(
+                f"artifact_store_url: no filesystem for {protocol}:// ({exc}); "
+                f"install the matching fsspec package (s3fs, gcsfs or adlfs)"
+            ) from None
+        self.cache_dir = cache_dir
+
+    def put(self, source: Path, key: str) -> str:
+        location = f"{self.url}/{key}"
+        self.fs.put(str(source), location, recursive=source.is_dir())
+        if source.is_dir():
+            shutil.rmtree(source)
+        else:
+            source.unlink()
+        return location
+
+    def local_path(self, location: str) -> Path:
+        relative = location.removeprefix(self.url).lstrip("/")
+        cached = self.cache_dir / relative
+        if not cached.exists():
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            partial = cached.with_name(cached.name + ".partial")
+            self.fs.get(location, str(partial), recursive=self.fs.isdir(location))
+            partial.rename(cached)
+        return cached
+
+    def delete_prefix(self, key: str) -> None:
+        location = f"{self.url}/{key}"
+        if self.fs.exists(location):
+            self.fs.rm(location, recursive=True)
+        cached = self.cache_dir / key
+        if cached.is_dir():
+            shutil.rmtree(cached)
+
+
+def open_artifact_store(url: str, data_dir: Path) -> ArtifactStore:
+    """The store for ``settings.effective_artifact_store_url``."""
+    if url.startswith(_OBJECT_SCHEMES):
+        return ObjectArtifactStore(url, data_dir / "artifact-cache")
+    return LocalArtifactStore(Path(url.removeprefix("file://")))

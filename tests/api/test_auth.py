@@ -1,0 +1,99 @@
+"""Tokens, 401s, the login rate limit, security headers and the error shape."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from aideploy.settings import Settings
+from api.auth.tokens import TokenSigner, load_signing_key
+
+Client = AsyncTestClient[Litestar]
+
+
+async def test_token_is_issued_for_valid_credentials(client: Client, alice_password: str) -> None:
+    response = await client.post(
+        "/auth/token", json={"username": "alice", "password": alice_password}
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {"token", "expires_at"}
+    assert datetime.fromisoformat(body["expires_at"]) > datetime.now(UTC)
+
+
+async def test_bootstrap_admin_can_log_in(client: Client) -> None:
+    response = await client.post(
+        "/auth/token", json={"username": "admin", "password": "admin-password"}
+    )
+    assert response.status_code == 200
+
+
+async def test_wrong_password_is_401_with_the_error_shape(client: Client) -> None:
+    response = await client.post("/auth/token", json={"username": "alice", "password": "nope"})
+    assert response.status_code == 401
+    assert response.json() == {
+        "status_code": 401,
+        "detail": "invalid username or password",
+        "errors": [],
+    }
+
+
+async def test_missing_field_is_422_naming_it(client: Client) -> None:
+    response = await client.post("/auth/token", json={"username": "alice"})
+    assert response.status_code == 422
+    body = response.json()
+    assert body["status_code"] == 422
+    assert any("password" in error["field"] for error in body["errors"])
+
+
+async def test_endpoints_need_a_bearer_token(client: Client) -> None:
+    for path in ("/models", "/deployments"):
+        response = await client.get(path)
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"] == "Bearer"
+        assert "bearer" in response.json()["detail"]
+    garbage = await client.get("/models", headers={"Authorization": "Bearer abc.def"})
+    assert garbage.status_code == 401
+
+
+async def test_expired_and_forged_tokens_are_401(client: Client, settings: Settings) -> None:
+    expired_signer = TokenSigner(load_signing_key(settings), ttl_seconds=-1)
+    token, _ = expired_signer.sign("some-user")
+    response = await client.get("/models", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 401
+    assert "expired" in response.json()["detail"]
+    forged = TokenSigner(b"another key", ttl_seconds=600).sign("some-user")[0]
+    response = await client.get("/models", headers={"Authorization": f"Bearer {forged}"})
+    assert response.status_code == 401
+
+
+async def test_login_attempts_are_rate_limited(client: Client) -> None:
+    for _ in range(10):
+        response = await client.post("/auth/token", json={"username": "bob", "password": "x"})
+        assert response.status_code == 401
+    response = await client.post("/auth/token", json={"username": "bob", "password": "x"})
+    assert response.status_code == 429
+    assert int(response.headers["retry-after"]) >= 1
+
+
+async def test_signing_key_is_generated_once_with_mode_0600(settings: Settings) -> None:
+    key = load_signing_key(settings)
+    path = settings.data_dir / "secret_key"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert load_signing_key(settings) == key
+
+
+async def test_security_headers_and_schema(client: Client) -> None:
+    response = await client.get("/schema/openapi.json")
+    assert response.status_code == 200
+    paths = response.json()["paths"]
+    for path in ("/auth/token", "/models", "/models/{model_id}", "/models/{model_id}/optimize",
+                 "/models/{model_id}/optimized", "/deployments", "/deployments/{deployment_id}",
+                 "/deployments/{deployment_id}/hibernate", "/deployments/{deployment_id}/activate"):  # fmt: skip
+        assert path in paths, path
+    assert response.headers["x-content-type-options"] == "nosniff"
+    error = await client.get("/models")
+    assert error.headers["x-frame-options"] == "DENY"
+    assert "default-src 'none'" in error.headers["content-security-policy"]
