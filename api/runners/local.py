@@ -71,7 +71,9 @@ def free_port() -> int:
 
 
 def _port_is_free(port: int) -> bool:
+    """Whether the server could listen there (it uses SO_REUSEADDR, so TIME_WAIT is fine)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((_HOST, port))
         except OSError:

@@ -1,0 +1,181 @@
+"""The embedded local target end to end: a real serving process per deployment."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.request
+from typing import Any
+
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+Client = AsyncTestClient[Litestar]
+BUSY = {"creating", "updating", "hibernating", "activating", "deleting"}
+
+
+async def settle(client: Client, headers: dict[str, str], deployment_id: str) -> dict[str, Any]:
+    """Poll until the deployment's operation ends; its final state (or ``{}`` once deleted)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        response = await client.get(f"/deployments/{deployment_id}", headers=headers)
+        if response.status_code == 404:
+            return {}
+        body: dict[str, Any] = response.json()
+        if body["status"] not in BUSY:
+            return body
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"deployment {deployment_id} still busy: {body}")
+
+
+def infer(endpoint: str, name: str) -> dict[str, Any]:
+    import json
+
+    request = urllib.request.Request(
+        f"{endpoint}/v2/models/{name}/infer",
+        data=json.dumps(
+            {"inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 4], "data": [1, 1, 1, 1]}]}
+        ).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        result: dict[str, Any] = json.loads(response.read())
+    return result
+
+
+def reachable(endpoint: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{endpoint}/v2/health/live", timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def database_url() -> None:
+    """The lifecycle is engine-bound, not database-bound: SQLite suffices here."""
+    return
+
+
+def local_body(model_id: str, **overrides: Any) -> dict[str, Any]:
+    return {
+        "name": "tiny-local",
+        "model_id": model_id,
+        "model_type": "original",
+        "deployment_type": "serverless",
+        "resource_requirements": {"cpu": "1", "memory": "512Mi", "gpu": None, "timeout": 30},
+        "scaling_policy": {"min_instances": 0, "max_instances": 1, "target_cpu_utilization": 70},
+        "target": {"cloud": "local"},
+        **overrides,
+    }
+
+
+async def test_local_lifecycle(client: Client, alice: dict[str, str], upload: Any) -> None:
+    model_id = (await upload(alice)).json()["model_id"]
+    created = await client.post("/deployments", json=local_body(model_id), headers=alice)
+    assert created.status_code == 202, created.text
+    deployment = created.json()
+    assert deployment["status"] == "creating"
+    assert deployment["endpoint"] is None
+    deployment_id = deployment["id"]
+
+    busy = await client.post(f"/deployments/{deployment_id}/hibernate", headers=alice)
+    assert busy.status_code == 409
+    assert "creating" in busy.json()["detail"]
+
+    active = await settle(client, alice, deployment_id)
+    assert active["status"] == "active", active
+    endpoint = active["endpoint"]
+    assert endpoint.startswith("http://127.0.0.1:")
+    outputs = infer(endpoint, "tiny-local")["outputs"]
+    assert outputs[0]["name"] == "Y"
+
+    assert (await client.delete(f"/models/{model_id}", headers=alice)).status_code == 409
+
+    hibernating = await client.post(f"/deployments/{deployment_id}/hibernate", headers=alice)
+    assert hibernating.status_code == 202
+    hibernated = await settle(client, alice, deployment_id)
+    assert hibernated["status"] == "hibernated"
+    assert not reachable(endpoint)
+    again = await client.post(f"/deployments/{deployment_id}/hibernate", headers=alice)
+    assert again.status_code == 409
+
+    assert (
+        await client.post(f"/deployments/{deployment_id}/activate", headers=alice)
+    ).status_code == 202
+    reactivated = await settle(client, alice, deployment_id)
+    assert reactivated["status"] == "active"
+    assert reactivated["endpoint"] == endpoint
+    assert infer(endpoint, "tiny-local")["outputs"][0]["name"] == "Y"
+
+    events = (await client.get(f"/deployments/{deployment_id}/events", headers=alice)).json()
+    kinds = [event["kind"] for event in events]
+    assert kinds.count("operation-succeeded") == 3
+    assert "ready" in kinds and "stopped" in kinds
+
+    deleted = await client.delete(f"/deployments/{deployment_id}", headers=alice)
+    assert deleted.status_code == 202
+    assert await settle(client, alice, deployment_id) == {}
+    assert not reachable(endpoint)
+    assert (await client.delete(f"/models/{model_id}", headers=alice)).status_code == 200
+
+
+async def test_update_applies_and_validates(
+    client: Client, alice: dict[str, str], bob: dict[str, str], upload: Any
+) -> None:
+    model_id = (await upload(alice)).json()["model_id"]
+    deployment_id = (
+        await client.post("/deployments", json=local_body(model_id), headers=alice)
+    ).json()["id"]
+    await settle(client, alice, deployment_id)
+
+    invalid = await client.put(
+        f"/deployments/{deployment_id}",
+        json={"scaling_policy": {"min_instances": 3, "max_instances": 1}},
+        headers=alice,
+    )
+    assert invalid.status_code == 422
+    assert invalid.json()["errors"][0]["field"].startswith("scaling_policy")
+
+    assert (
+        await client.put(f"/deployments/{deployment_id}", json={"metadata": {}}, headers=bob)
+    ).status_code == 404
+
+    updated = await client.put(
+        f"/deployments/{deployment_id}",
+        json={"resource_requirements": {"cpu": "2", "memory": "1Gi"}, "metadata": {"k": "v"}},
+        headers=alice,
+    )
+    assert updated.status_code == 202, updated.text
+    assert updated.json()["status"] == "updating"
+    final = await settle(client, alice, deployment_id)
+    assert final["status"] == "active"
+    assert final["resource_requirements"]["cpu"] == "2"
+    assert final["metadata"] == {"k": "v"}
+
+    await client.delete(f"/deployments/{deployment_id}", headers=alice)
+    await settle(client, alice, deployment_id)
+
+
+async def test_create_validation(client: Client, alice: dict[str, str], upload: Any) -> None:
+    model_id = (await upload(alice)).json()["model_id"]
+    unknown_model = await client.post("/deployments", json=local_body("nope"), headers=alice)
+    assert unknown_model.status_code == 422
+    assert unknown_model.json()["errors"][0]["field"] == "model_id"
+
+    bad_name = await client.post(
+        "/deployments", json=local_body(model_id, name="Bad_Name"), headers=alice
+    )
+    assert bad_name.status_code == 422
+    assert (
+        bad_name.json()["errors"][0]["field"] == "body.name"
+        or "name" in bad_name.json()["errors"][0]["field"]
+    )
+
+    first = await client.post("/deployments", json=local_body(model_id), headers=alice)
+    duplicate = await client.post("/deployments", json=local_body(model_id), headers=alice)
+    assert duplicate.status_code == 409
+    await settle(client, alice, first.json()["id"])
+    await client.delete(f"/deployments/{first.json()['id']}", headers=alice)
+    await settle(client, alice, first.json()["id"])
