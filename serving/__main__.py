@@ -13,6 +13,9 @@ _STARTED = time.perf_counter()
 
 import sys  # noqa: E402 - the start time is taken first on purpose
 
+# onnxruntime and numpy first: they are most of the start-up imports, and nothing can overlap
+# them (they hold the GIL); the small imports below then find their dependencies loaded.
+import serving.model  # noqa: E402, F401
 from aideploy.errors import AideployError  # noqa: E402
 from serving.config import ConfigError, load_config  # noqa: E402
 
@@ -75,9 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     except AideployError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from serving.server import serve
+    from serving.launch import run
 
-    return serve(config, started=_STARTED)
+    return run(config, started=_STARTED)
 
 
 if __name__ == "__main__":

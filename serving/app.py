@@ -98,13 +98,11 @@ class InferenceApp:
         return not self.draining and all(slot.model is not None for slot in self.slots.values())
 
     async def handle(self, request: Request) -> Response:
-        """Route one request; the response status is tallied for /metrics."""
+        """Route one request; refusals become the protocol's ``{"error": ...}`` body."""
         try:
-            response = await self._route(request)
+            return await self._route(request)
         except RequestError as exc:
-            response = Response(exc.status, error_body(str(exc)))
-        self.metrics.http_responses[response.status] = self.metrics.http_responses.get(response.status, 0) + 1
-        return response
+            return Response(exc.status, error_body(str(exc)))
 
     async def _route(self, request: Request) -> Response:
         path = request.path

@@ -20,11 +20,14 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from serving.metrics import Metrics
+
 __all__ = ["HttpServer", "Request", "Response"]
 
 log = logging.getLogger("serving.http")
 
 MAX_HEADER_BYTES = 64 * 1024
+LINGER_SECONDS = 2.0
 _REASONS = {
     100: "Continue",
     200: "OK",
@@ -95,12 +98,12 @@ class _Clock:
 class HttpServer:
     """Owns the listening socket and the open connections; ``handler`` answers each request."""
 
-    def __init__(self, handler: Handler, *, max_body_bytes: int, keepalive_seconds: float) -> None:
+    def __init__(self, handler: Handler, metrics: Metrics, *, max_body_bytes: int, keepalive_seconds: float) -> None:
         self.handler = handler
+        self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.keepalive_seconds = keepalive_seconds
         self.connections: set[_Connection] = set()
-        self.in_flight = 0
         self.draining = False
         self._idle = asyncio.Event()
         self._idle.set()
@@ -125,18 +128,20 @@ class HttpServer:
             finished = True
         except TimeoutError:
             finished = False
-            log.warning("shutdown: %d request(s) still running after %gs, closing", self.in_flight, grace_seconds)
+            log.warning(
+                "shutdown: %d request(s) still running after %gs, closing", self.metrics.in_flight, grace_seconds
+            )
         for connection in list(self.connections):
             connection.abort()
         return finished
 
     def started(self) -> None:
-        self.in_flight += 1
+        self.metrics.in_flight += 1
         self._idle.clear()
 
     def finished(self) -> None:
-        self.in_flight -= 1
-        if self.in_flight == 0:
+        self.metrics.in_flight -= 1
+        if self.metrics.in_flight == 0:
             self._idle.set()
 
 
@@ -154,6 +159,7 @@ class _Connection(asyncio.Protocol):
         self.parse_after_resume = False
         self.idle_timer: asyncio.TimerHandle | None = None
         self.continue_sent = False
+        self.discarding = False
         self.head: tuple[str, str, str, dict[str, str], int] | None = None
         self.chunks: _Chunked | None = None
 
@@ -173,6 +179,8 @@ class _Connection(asyncio.Protocol):
         self.transport = None
 
     def data_received(self, data: bytes) -> None:
+        if self.discarding:
+            return
         self.buffer += data
         if self.busy:
             if len(self.buffer) > MAX_HEADER_BYTES + self.server.max_body_bytes and self.transport:
@@ -207,7 +215,7 @@ class _Connection(asyncio.Protocol):
         try:
             request = self._next_request()
         except _HttpError as exc:
-            self._send(Response(exc.status, error_body(str(exc))), keep_alive=False, head_only=False)
+            self._send(Response(exc.status, error_body(str(exc))), keep_alive=False, head_only=False, linger=True)
             return
         if request is None:
             return
@@ -220,7 +228,7 @@ class _Connection(asyncio.Protocol):
 
     def _next_request(self) -> Request | None:
         if self.head is None:
-            end = self.buffer.find(b"\r\n\r\n")
+            end = self.buffer.find(b"\r\n\r\n", 0, MAX_HEADER_BYTES + 4)
             if end < 0:
                 if len(self.buffer) > MAX_HEADER_BYTES:
                     raise _HttpError(431, "request headers exceed 64KiB")
@@ -288,11 +296,16 @@ class _Connection(asyncio.Protocol):
             server.finished()
         self._send(response, keep_alive, head_only=request.method == "HEAD")
 
-    def _send(self, response: Response, keep_alive: bool, head_only: bool) -> None:
+    def _send(self, response: Response, keep_alive: bool, head_only: bool, linger: bool = False) -> None:
+        """Write the response; ``linger`` (after a refused request whose body may still be
+        arriving) half-closes and discards what comes for a moment, so the client reads the
+        answer instead of a connection reset."""
         transport = self.transport
         if transport is None or transport.is_closing():
             return
         keep_alive = keep_alive and not self.closing and not self.server.draining
+        tally = self.server.metrics.http_responses
+        tally[response.status] = tally.get(response.status, 0) + 1
         body = response.body
         lines = [
             f"HTTP/1.1 {response.status} {_REASONS.get(response.status, 'Unknown')}",
@@ -311,6 +324,11 @@ class _Connection(asyncio.Protocol):
             transport.write(head + body)
         else:
             transport.writelines((head, body))
+        if linger and transport.can_write_eof():
+            self.discarding = True
+            transport.write_eof()
+            self.loop.call_later(LINGER_SECONDS, transport.close)
+            return
         if not keep_alive:
             transport.close()
             return

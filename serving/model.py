@@ -12,7 +12,9 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,10 +23,10 @@ import numpy as np
 import onnxruntime as ort
 
 from aideploy.errors import InputError, NotSupportedError
-from serving.config import ModelSpec
+from serving.config import ModelSpec, ServeConfig
 from serving.tensors import DATATYPES, ORT_TO_DATATYPE, RequestError, TensorSpec
 
-__all__ = ["ModelLoadError", "ServedModel", "fetch_model", "load_model"]
+__all__ = ["ModelLoadError", "ServedModel", "fetch_model", "load_model", "start_loading"]
 
 log = logging.getLogger("serving.model")
 
@@ -69,8 +71,14 @@ class ServedModel:
             raise RequestError(400, f"model {self.name!r} rejected the inputs: {_ort_message(exc)}") from None
 
 
-def load_model(spec: ModelSpec, cache_dir: Path, threads: int, batch_rows: int) -> ServedModel:
-    """Fetch, open and warm up ``spec``; ``batch_rows`` > 1 also checks the batch axis."""
+def load_model(
+    spec: ModelSpec, cache_dir: Path, threads: int, batch_rows: int, opening: threading.Event | None = None
+) -> ServedModel:
+    """Fetch, open and warm up ``spec``; ``batch_rows`` > 1 also checks the batch axis.
+
+    ``opening`` is set just before onnxruntime starts building the session (which releases
+    the GIL), so a caller can time its own work to overlap with it.
+    """
     started = time.perf_counter()
     file = model_file(fetch_model(spec.source, cache_dir), spec.source)
     options = ort.SessionOptions()
@@ -79,6 +87,8 @@ def load_model(spec: ModelSpec, cache_dir: Path, threads: int, batch_rows: int) 
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
+    if opening is not None:
+        opening.set()
     try:
         session = ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
     except Exception as exc:
@@ -101,6 +111,31 @@ def load_model(spec: ModelSpec, cache_dir: Path, threads: int, batch_rows: int) 
             log.warning("model %s: outputs do not follow the inputs' first axis; batching is off", spec.name)
     model.load_seconds = time.perf_counter() - started
     return model
+
+
+def start_loading(config: ServeConfig) -> list[Future[ServedModel]]:
+    """Fetch, open and warm up every model on a background thread, starting now.
+
+    Returns once the first session is being built: that part releases the GIL, so whatever
+    the caller does next (importing asyncio, binding the port) overlaps with it instead of
+    delaying the thread's start by holding the GIL.
+    """
+    futures: list[Future[ServedModel]] = [Future() for _ in config.models]
+    opening = threading.Event()
+
+    def load() -> None:
+        for spec, future in zip(config.models, futures, strict=True):
+            try:
+                model = load_model(spec, config.cache_dir, config.threads, config.max_batch_size, opening)
+            except BaseException as exc:  # handed to the event loop, which reports it
+                future.set_exception(exc)
+                break
+            future.set_result(model)
+        opening.set()
+
+    threading.Thread(target=load, name="model-loader", daemon=True).start()
+    opening.wait()
+    return futures
 
 
 def _warm_up(model: ServedModel, rows: int) -> bool:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 from aideploy.errors import AideployError
 from serving.app import InferenceApp
@@ -20,28 +20,28 @@ from serving.config import ServeConfig
 from serving.http import HttpServer
 from serving.metrics import Metrics
 
+if TYPE_CHECKING:
+    from serving.model import ServedModel
+
 __all__ = ["serve"]
 
 log = logging.getLogger("serving")
 
 
-def serve(config: ServeConfig, started: float | None = None) -> int:
-    """Run until SIGTERM/SIGINT; the exit code is 0 after a clean drain, 2 if a model could
-    not be loaded (a user error: the message names the model and why)."""
-    logging.basicConfig(
-        level=config.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    return asyncio.run(_serve(config, time.perf_counter() if started is None else started))
+def serve(config: ServeConfig, loader: list[Future[ServedModel]], started: float) -> int:
+    """Run until SIGTERM/SIGINT while ``loader`` delivers the models; the exit code is 0 after a
+    clean drain, 2 if a model could not be loaded (a user error: the log line says why)."""
+    return asyncio.run(_serve(config, loader, started))
 
 
-async def _serve(config: ServeConfig, started: float) -> int:
+async def _serve(config: ServeConfig, loader: list[Future[ServedModel]], started: float) -> int:
     loop = asyncio.get_running_loop()
     # One inference thread: onnxruntime already spreads a run over `threads` cores, and runs
     # queued one after another keep the CPU cache warm instead of thrashing it.
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
     metrics = Metrics()
     app = InferenceApp(config, metrics, executor)
-    http = HttpServer(app.handle, max_body_bytes=config.max_body_bytes, keepalive_seconds=config.keepalive_seconds)
+    http = HttpServer(app.handle, metrics, max_body_bytes=config.max_body_bytes, keepalive_seconds=config.keepalive_seconds)
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
@@ -51,7 +51,7 @@ async def _serve(config: ServeConfig, started: float) -> int:
         log.error("cannot listen on %s:%d: %s", config.host, config.port, exc.strerror or exc)
         return 2
     log.info("listening on http://%s:%d (loading %d model(s))", config.host, port, len(config.models))
-    loading = loop.create_task(_load_all(config, app, executor, started))
+    loading = loop.create_task(_receive_models(config, app, loader, started))
     stopping = loop.create_task(stop.wait())
     await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
     code = 0
@@ -65,7 +65,7 @@ async def _serve(config: ServeConfig, started: float) -> int:
             code = 1
     else:
         await stopping
-        log.info("shutting down: finishing %d in-flight request(s)", http.in_flight)
+        log.info("shutting down: finishing %d in-flight request(s)", metrics.in_flight)
     loading.cancel()
     app.draining = True
     clean = await http.drain(0.0 if code else config.shutdown_grace_seconds)
@@ -74,19 +74,16 @@ async def _serve(config: ServeConfig, started: float) -> int:
     return code
 
 
-async def _load_all(config: ServeConfig, app: InferenceApp, executor: ThreadPoolExecutor, started: float) -> None:
-    """Load the models one after another on the inference thread, each servable when warm."""
-    loop = asyncio.get_running_loop()
-    for spec in config.models:
-        from serving.model import load_model  # onnxruntime's import happens off the event loop
-
-        model = await loop.run_in_executor(
-            executor, load_model, spec, config.cache_dir, config.threads, config.max_batch_size
-        )
+async def _receive_models(
+    config: ServeConfig, app: InferenceApp, loader: list[Future[ServedModel]], started: float
+) -> None:
+    """Make each model servable as soon as the loader thread has it warm."""
+    for future in loader:
+        model = await asyncio.wrap_future(future)
         app.add_model(model)
         log.info(
             "model %s ready in %.3fs (%s, batching %s)",
-            spec.name,
+            model.name,
             model.load_seconds,
             model.file,
             "on" if model.batchable and config.max_batch_size > 1 else "off",

@@ -1,0 +1,31 @@
+"""Start the server in the order that makes the cold start short; both entry points use it.
+
+onnxruntime and numpy are imported first (they hold the GIL; nothing would overlap with them),
+then the models start loading on a background thread, and only then does this thread import
+the event loop and HTTP layer: session creation releases the GIL, so those imports and the
+port binding happen during it rather than after it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+from serving.config import ServeConfig
+
+__all__ = ["run"]
+
+
+def run(config: ServeConfig, started: float | None = None) -> int:
+    """Serve ``config`` until SIGTERM/SIGINT; returns the process exit code."""
+    started = time.perf_counter() if started is None else started
+    logging.basicConfig(
+        level=config.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    from serving.model import start_loading
+
+    loader = start_loading(config)
+    from serving.server import serve
+
+    return serve(config, loader, started)
