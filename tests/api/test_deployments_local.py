@@ -112,7 +112,8 @@ async def test_local_lifecycle(client: Client, alice: dict[str, str], upload: An
     events = (await client.get(f"/deployments/{deployment_id}/events", headers=alice)).json()
     kinds = [event["kind"] for event in events]
     assert kinds.count("operation-succeeded") == 3
-    assert "ready" in kinds and "stopped" in kinds
+    assert "ready" in kinds
+    assert "stopped" in kinds
 
     deleted = await client.delete(f"/deployments/{deployment_id}", headers=alice)
     assert deleted.status_code == 202

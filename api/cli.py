@@ -1,0 +1,79 @@
+"""``aideploy api`` (serve the REST API) and ``aideploy users add`` (create an account).
+
+Nothing heavy at top level: Litestar, SQLAlchemy and uvicorn load inside the commands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Annotated
+
+import typer
+
+from aideploy.cli import fail, settings_or_fail
+
+users_app = typer.Typer(help="Manage API users.", no_args_is_help=True)
+
+
+def serve_api(
+    host: Annotated[
+        str | None, typer.Option(help="Interface to listen on [settings: api_host].")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port to listen on [settings: api_port].", min=1, max=65535)
+    ] = None,
+) -> None:
+    """Run the REST API (migrations run at start-up; Ctrl-C stops it)."""
+    import uvicorn
+
+    from api.app import create_app
+
+    settings = settings_or_fail()
+    app = create_app(settings)
+    typer.echo(
+        f"aideploy API on http://{host or settings.api_host}:{port or settings.api_port} "
+        f"(data in {settings.data_dir}; OpenAPI at /schema)",
+        err=True,
+    )
+    uvicorn.run(
+        app,
+        host=host or settings.api_host,
+        port=port or settings.api_port,
+        log_level=settings.log_level.lower(),
+        proxy_headers=False,
+    )
+
+
+@users_app.command("add")
+def add_user(
+    username: Annotated[str, typer.Argument(help="The new user's name.")],
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+    ] = False,
+    admin: Annotated[bool, typer.Option("--admin", help="Make the user an administrator.")] = False,
+) -> None:
+    """Create an API user (the password never appears on the command line)."""
+    if not password_stdin:
+        fail("pass --password-stdin and send the password on standard input")
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        fail("password: nothing was read from standard input")
+    asyncio.run(_add_user(username, password, admin=admin))
+    typer.echo(f"user {username!r} created{' (admin)' if admin else ''}")
+
+
+async def _add_user(username: str, password: str, *, admin: bool) -> None:
+    from aideploy.errors import InputError
+    from api.auth.service import create_user
+    from api.db.engine import Database
+
+    database = Database(settings_or_fail().effective_database_url)
+    try:
+        await database.migrate()
+        async with database.session() as session:
+            await create_user(session, username, password, is_admin=admin)
+    except InputError as exc:
+        fail(str(exc))
+    finally:
+        await database.dispose()
