@@ -20,7 +20,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -30,7 +30,14 @@ from serving.batching import Batcher
 from serving.config import ModelSpec, ServeConfig
 from serving.http import Request, Response, error_body
 from serving.metrics import Metrics
-from serving.tensors import RequestError, TensorSpec, decode_binary, decode_json_data, encode_binary, json_data
+from serving.tensors import (
+    RequestError,
+    TensorSpec,
+    decode_binary,
+    decode_json_data,
+    encode_binary,
+    json_data,
+)
 
 if TYPE_CHECKING:
     from serving.model import ServedModel
@@ -58,7 +65,6 @@ class _InferRequest:
     outputs: list[str]
     binary_outputs: set[str]
     request_id: str | None = None
-    parameters: dict[str, Any] = field(default_factory=dict)
 
 
 class InferenceApp:
@@ -88,7 +94,9 @@ class InferenceApp:
             return await loop.run_in_executor(self.executor, model.run, inputs, outputs)
 
         if model.batchable and self.config.max_batch_size > 1:
-            slot.infer = Batcher(run, self.config.max_batch_size, self.config.max_batch_delay_ms / 1000).infer
+            slot.infer = Batcher(
+                run, self.config.max_batch_size, self.config.max_batch_delay_ms / 1000
+            ).infer
         else:
             slot.infer = run
         slot.loaded.set_result(model)
@@ -113,13 +121,19 @@ class InferenceApp:
         parts = [part for part in path.split("/") if part]
         if parts == ["metrics"]:
             _allow(request, _GET)
-            return Response(200, self.metrics.render().encode(), "text/plain; version=0.0.4; charset=utf-8")
+            return Response(
+                200, self.metrics.render().encode(), "text/plain; version=0.0.4; charset=utf-8"
+            )
         if not parts or parts[0] != "v2":
-            raise RequestError(404, f"no such endpoint {request.path[:200]!r}; the API lives under /v2")
+            raise RequestError(
+                404, f"no such endpoint {request.path[:200]!r}; the API lives under /v2"
+            )
         rest = parts[1:]
         if not rest:
             _allow(request, _GET)
-            return _json(200, {"name": "aideploy-serving", "version": __version__, "extensions": EXTENSIONS})
+            return _json(
+                200, {"name": "aideploy-serving", "version": __version__, "extensions": EXTENSIONS}
+            )
         if rest == ["health", "live"]:
             _allow(request, _GET)
             return _json(200, {"live": True})
@@ -140,7 +154,8 @@ class InferenceApp:
                 raise RequestError(404, f"no such endpoint {request.path[:200]!r}")
             if rest[1] != slot.spec.version:
                 raise RequestError(
-                    404, f"model {name!r} has no version {rest[1]!r}; it serves version {slot.spec.version!r}"
+                    404,
+                    f"model {name!r} has no version {rest[1]!r}; it serves version {slot.spec.version!r}",
                 )
             rest = rest[2:]
         if rest == []:
@@ -209,7 +224,9 @@ def parse_infer_request(model: ServedModel, request: Request) -> _InferRequest:
         if "binary_data_size" in input_parameters:
             size = input_parameters["binary_data_size"]
             if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-                raise RequestError(400, f"input {spec.name!r}: binary_data_size must be a whole number of bytes")
+                raise RequestError(
+                    400, f"input {spec.name!r}: binary_data_size must be a whole number of bytes"
+                )
             if offset + size > len(binary):
                 raise RequestError(
                     400,
@@ -221,7 +238,9 @@ def parse_infer_request(model: ServedModel, request: Request) -> _InferRequest:
         elif "data" in raw:
             inputs[spec.name] = decode_json_data(spec, shape, raw["data"])
         else:
-            raise RequestError(400, f"input {spec.name!r}: needs 'data' or parameters.binary_data_size")
+            raise RequestError(
+                400, f"input {spec.name!r}: needs 'data' or parameters.binary_data_size"
+            )
     if offset != len(binary):
         raise RequestError(
             400,
@@ -230,13 +249,16 @@ def parse_infer_request(model: ServedModel, request: Request) -> _InferRequest:
         )
     missing = [name for name in model.inputs if name not in inputs]
     if missing:
-        raise RequestError(400, f"missing input(s) {', '.join(map(repr, missing))}; the model needs {_names(model.inputs)}")
+        raise RequestError(
+            400,
+            f"missing input(s) {', '.join(map(repr, missing))}; the model needs {_names(model.inputs)}",
+        )
     if model.batchable and len({array.shape[0] for array in inputs.values()}) > 1:
         rows = ", ".join(f"{name}: {array.shape[0]}" for name, array in inputs.items())
         raise RequestError(400, f"inputs disagree on the batch (first) dimension ({rows})")
     default_binary = _flag(parameters, "binary_data_output", "request parameters")
     outputs, binary_outputs = _requested_outputs(model, document.get("outputs"), default_binary)
-    return _InferRequest(inputs, outputs, binary_outputs, request_id, parameters)
+    return _InferRequest(inputs, outputs, binary_outputs, request_id)
 
 
 def _input_header(
@@ -248,14 +270,24 @@ def _input_header(
     name = raw["name"]
     spec = model.inputs.get(name)
     if spec is None:
-        raise RequestError(400, f"model {model.name!r} has no input {name!r}; its inputs are {_names(model.inputs)}")
+        raise RequestError(
+            400,
+            f"model {model.name!r} has no input {name!r}; its inputs are {_names(model.inputs)}",
+        )
     if name in seen:
         raise RequestError(400, f"input {name!r} is given twice")
     if raw.get("datatype") != spec.datatype:
-        raise RequestError(400, f"input {name!r}: datatype {raw.get('datatype')!r} does not match the model's {spec.datatype}")
+        raise RequestError(
+            400,
+            f"input {name!r}: datatype {raw.get('datatype')!r} does not match the model's {spec.datatype}",
+        )
     shape = raw.get("shape")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-        raise RequestError(400, f"input {name!r}: 'shape' must be an array of non-negative integers")
+    if not isinstance(shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
+        raise RequestError(
+            400, f"input {name!r}: 'shape' must be an array of non-negative integers"
+        )
     spec.check_shape(shape)
     parameters = _object(raw.get("parameters"), f"input {name!r} parameters")
     if "shared_memory_region" in parameters:
@@ -263,10 +295,11 @@ def _input_header(
     return spec, shape, parameters
 
 
-def _requested_outputs(model: ServedModel, raw: object, default_binary: bool) -> tuple[list[str], set[str]]:
+def _requested_outputs(
+    model: ServedModel, raw: object, default_binary: bool
+) -> tuple[list[str], set[str]]:
     if raw is None:
-        names = list(model.outputs)
-        return names, set(names) if default_binary else set()
+        return list(model.outputs), set(model.outputs) if default_binary else set()
     if not isinstance(raw, list):
         raise RequestError(400, "request 'outputs' must be an array of {'name': ...} objects")
     names: list[str] = []
@@ -276,24 +309,35 @@ def _requested_outputs(model: ServedModel, raw: object, default_binary: bool) ->
             raise RequestError(400, f"outputs[{index}] must be an object with a string 'name'")
         name = item["name"]
         if name not in model.outputs:
-            raise RequestError(400, f"model {model.name!r} has no output {name!r}; its outputs are {_names(model.outputs)}")
+            raise RequestError(
+                400,
+                f"model {model.name!r} has no output {name!r}; its outputs are {_names(model.outputs)}",
+            )
         if name in names:
             raise RequestError(400, f"output {name!r} is requested twice")
         parameters = _object(item.get("parameters"), f"output {name!r} parameters")
         if parameters.get("class_count"):
-            raise RequestError(400, f"output {name!r}: the classification extension (class_count) is not supported")
+            raise RequestError(
+                400, f"output {name!r}: the classification extension (class_count) is not supported"
+            )
         if "shared_memory_region" in parameters:
-            raise RequestError(400, f"output {name!r}: the shared-memory extension is not supported")
+            raise RequestError(
+                400, f"output {name!r}: the shared-memory extension is not supported"
+            )
         names.append(name)
         wants_binary = parameters.get("binary_data", default_binary)
         if not isinstance(wants_binary, bool):
-            raise RequestError(400, f"output {name!r}: parameters.binary_data must be true or false")
+            raise RequestError(
+                400, f"output {name!r}: parameters.binary_data must be true or false"
+            )
         if wants_binary:
             binary.add(name)
     return names, binary
 
 
-def infer_response(model: ServedModel, request: _InferRequest, results: list[np.ndarray[Any, Any]]) -> Response:
+def infer_response(
+    model: ServedModel, request: _InferRequest, results: list[np.ndarray[Any, Any]]
+) -> Response:
     """JSON outputs inline; binary outputs appended after the JSON header, in output order."""
     outputs: list[dict[str, Any]] = []
     blobs: list[bytes] = []
@@ -307,7 +351,11 @@ def infer_response(model: ServedModel, request: _InferRequest, results: list[np.
         else:
             entry["data"] = json_data(datatype, array)
         outputs.append(entry)
-    document: dict[str, Any] = {"model_name": model.name, "model_version": model.version, "outputs": outputs}
+    document: dict[str, Any] = {
+        "model_name": model.name,
+        "model_version": model.version,
+        "outputs": outputs,
+    }
     if request.request_id is not None:
         document["id"] = request.request_id
     header = json.dumps(document, separators=(",", ":")).encode()

@@ -53,7 +53,10 @@ class Batcher:
         if rows >= self.max_rows:
             return await self.run(inputs, outputs)
         loop = asyncio.get_running_loop()
-        key = (tuple((name, a.dtype.str, a.shape[1:]) for name, a in sorted(inputs.items())), tuple(outputs))
+        key = (
+            tuple((name, a.dtype.str, a.shape[1:]) for name, a in sorted(inputs.items())),
+            tuple(outputs),
+        )
         pending = _Pending(inputs, outputs, rows, key, loop.create_future())
         self.queue.append(pending)
         self.queued_rows += rows
@@ -98,14 +101,20 @@ class Batcher:
         if len(batch) == 1:
             await _settle(batch[0], self.run(batch[0].inputs, batch[0].outputs))
             return
-        merged = {name: np.concatenate([item.inputs[name] for item in batch]) for name in batch[0].inputs}
+        merged = {
+            name: np.concatenate([item.inputs[name] for item in batch]) for name in batch[0].inputs
+        }
         total = sum(item.rows for item in batch)
         try:
             results = await self.run(merged, batch[0].outputs)
         except RequestError:
             results = None
-        if results is None or any(result.ndim == 0 or result.shape[0] != total for result in results):
-            for item in batch:  # one bad request (or a data-dependent output) must not fail the rest
+        if results is None or any(
+            result.ndim == 0 or result.shape[0] != total for result in results
+        ):
+            for (
+                item
+            ) in batch:  # one bad request (or a data-dependent output) must not fail the rest
                 await _settle(item, self.run(item.inputs, item.outputs))
             return
         start = 0

@@ -88,11 +88,14 @@ class ServeConfig:
 def load_config(
     options: Mapping[str, object | None] | None = None,
     environ: Mapping[str, str] | None = None,
+    *,
+    require_model: bool = True,
 ) -> ServeConfig:
     """Merge command-line ``options`` (``None`` = not given) over the environment and defaults.
 
     ``options`` keys are :class:`ServeConfig` field names plus ``model`` (a list of sources)
     and ``name``; every problem raises :class:`ConfigError` naming the option and variable.
+    The health check reads only where to connect, so it passes ``require_model=False``.
     """
     given = {key: value for key, value in (options or {}).items() if value is not None}
     env = os.environ if environ is None else environ
@@ -107,17 +110,19 @@ def load_config(
             return env["PORT"], "PORT"
         return env.get(variable), f"{flag} / {variable}"
 
-    sources, where = raw("model")
-    if sources is None:
-        raise ConfigError(f"no model given: pass MODEL or set {ENV_PREFIX}MODEL")
+    sources, _ = raw("model")
     if isinstance(sources, str):
         sources = [part for part in sources.split(",") if part.strip()]
-    name, name_where = raw("name")
+    name, _ = raw("name")
     version, version_where = raw("model_version")
-    models = parse_models(
-        [str(source) for source in sources],  # type: ignore[attr-defined]
-        name=None if name is None else str(name),
-        version="1" if version is None else _text(version, version_where),
+    models = (
+        parse_models(
+            [str(source) for source in sources] if isinstance(sources, list) else [],
+            name=None if name is None else str(name),
+            version="1" if version is None else _text(version, version_where),
+        )
+        if require_model or sources
+        else ()
     )
 
     def integer(field: str, default: int, low: int, high: int) -> int:

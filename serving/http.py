@@ -98,7 +98,9 @@ class _Clock:
 class HttpServer:
     """Owns the listening socket and the open connections; ``handler`` answers each request."""
 
-    def __init__(self, handler: Handler, metrics: Metrics, *, max_body_bytes: int, keepalive_seconds: float) -> None:
+    def __init__(
+        self, handler: Handler, metrics: Metrics, *, max_body_bytes: int, keepalive_seconds: float
+    ) -> None:
         self.handler = handler
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
@@ -129,7 +131,9 @@ class HttpServer:
         except TimeoutError:
             finished = False
             log.warning(
-                "shutdown: %d request(s) still running after %gs, closing", self.metrics.in_flight, grace_seconds
+                "shutdown: %d request(s) still running after %gs, closing",
+                self.metrics.in_flight,
+                grace_seconds,
             )
         for connection in list(self.connections):
             connection.abort()
@@ -173,7 +177,7 @@ class _Connection(asyncio.Protocol):
         self.server.connections.add(self)
         self._arm_idle_timer()
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:  # noqa: ARG002 - protocol signature
         self.server.connections.discard(self)
         self._cancel_idle_timer()
         self.transport = None
@@ -215,13 +219,20 @@ class _Connection(asyncio.Protocol):
         try:
             request = self._next_request()
         except _HttpError as exc:
-            self._send(Response(exc.status, error_body(str(exc))), keep_alive=False, head_only=False, linger=True)
+            self._send(
+                Response(exc.status, error_body(str(exc))),
+                keep_alive=False,
+                head_only=False,
+                linger=True,
+            )
             return
         if request is None:
             return
-        method, target, version, headers, _ = self.head or ("", "", "", {}, 0)
+        _, _, version, headers, _ = self.head or ("", "", "", {}, 0)
         self.head, self.chunks, self.continue_sent = None, None, False
-        keep_alive = _keeps_alive(version, headers) and not self.closing and not self.server.draining
+        keep_alive = (
+            _keeps_alive(version, headers) and not self.closing and not self.server.draining
+        )
         self.busy = True
         self._cancel_idle_timer()
         self.loop.create_task(self._respond(request, keep_alive))
@@ -273,14 +284,18 @@ class _Connection(asyncio.Protocol):
         limit = self.server.max_body_bytes
         if "transfer-encoding" in headers:
             if headers["transfer-encoding"].lower() != "chunked":
-                raise _HttpError(501, f"Transfer-Encoding {headers['transfer-encoding']!r} is not supported")
+                raise _HttpError(
+                    501, f"Transfer-Encoding {headers['transfer-encoding']!r} is not supported"
+                )
             return method, target, version, headers, -1
         raw_length = headers.get("content-length", "0")
         if not raw_length.isdigit():
             raise _HttpError(400, f"Content-Length {raw_length[:40]!r} is not a number")
         length = int(raw_length)
         if length > limit:
-            raise _HttpError(413, f"request body of {length} bytes exceeds the limit of {limit} bytes")
+            raise _HttpError(
+                413, f"request body of {length} bytes exceeds the limit of {limit} bytes"
+            )
         return method, target, version, headers, length
 
     # --- answering -----------------------------------------------------------------------------
@@ -291,12 +306,16 @@ class _Connection(asyncio.Protocol):
             response = await server.handler(request)
         except Exception:
             log.exception("unexpected error answering %s %s", request.method, request.path)
-            response = Response(500, error_body("internal server error; the server log has the details"))
+            response = Response(
+                500, error_body("internal server error; the server log has the details")
+            )
         finally:
             server.finished()
         self._send(response, keep_alive, head_only=request.method == "HEAD")
 
-    def _send(self, response: Response, keep_alive: bool, head_only: bool, linger: bool = False) -> None:
+    def _send(
+        self, response: Response, keep_alive: bool, head_only: bool, linger: bool = False
+    ) -> None:
         """Write the response; ``linger`` (after a refused request whose body may still be
         arriving) half-closes and discards what comes for a moment, so the client reads the
         answer instead of a connection reset."""
@@ -388,7 +407,9 @@ class _Chunked:
             try:
                 chunk_size = int(size_text, 16)
             except ValueError:
-                raise _HttpError(400, f"malformed chunked body: chunk size {size_text[:20]!r}") from None
+                raise _HttpError(
+                    400, f"malformed chunked body: chunk size {size_text[:20]!r}"
+                ) from None
             if chunk_size == 0:
                 del buffer[: line_end + 2]
                 self.in_trailer = True

@@ -21,7 +21,9 @@ def run(config: ServeConfig, started: float | None = None) -> int:
     """Serve ``config`` until SIGTERM/SIGINT; returns the process exit code."""
     started = time.perf_counter() if started is None else started
     logging.basicConfig(
-        level=config.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=config.log_level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     from serving.model import start_loading
 

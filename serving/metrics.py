@@ -15,7 +15,22 @@ from dataclasses import dataclass, field
 
 __all__ = ["Histogram", "Metrics", "ModelStats"]
 
-LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
@@ -93,23 +108,49 @@ class Metrics:
 
         family("aideploy_inference_requests_total", "counter", "Inference requests per model.")
         for name, stats in self.models.items():
-            lines.append(f'aideploy_inference_requests_total{{model="{_escape(name)}"}} {stats.requests}')
-        family("aideploy_inference_errors_total", "counter", "Failed inference requests per model and HTTP status.")
+            lines.append(
+                f'aideploy_inference_requests_total{{model="{_escape(name)}"}} {stats.requests}'
+            )
+        family(
+            "aideploy_inference_errors_total",
+            "counter",
+            "Failed inference requests per model and HTTP status.",
+        )
         for name, stats in self.models.items():
             for status, count in sorted(stats.errors.items()):
-                lines.append(f'aideploy_inference_errors_total{{model="{_escape(name)}",code="{status}"}} {count}')
-        family("aideploy_inference_duration_seconds", "histogram", "Inference request latency inside the server.")
+                lines.append(
+                    f'aideploy_inference_errors_total{{model="{_escape(name)}",code="{status}"}} {count}'
+                )
+        family(
+            "aideploy_inference_duration_seconds",
+            "histogram",
+            "Inference request latency inside the server.",
+        )
         for name, stats in self.models.items():
-            lines += stats.latency.lines("aideploy_inference_duration_seconds", f'model="{_escape(name)}"')
-        family("aideploy_inference_batch_rows", "histogram", "Rows per onnxruntime run (adaptive batching).")
+            lines += stats.latency.lines(
+                "aideploy_inference_duration_seconds", f'model="{_escape(name)}"'
+            )
+        family(
+            "aideploy_inference_batch_rows",
+            "histogram",
+            "Rows per onnxruntime run (adaptive batching).",
+        )
         for name, stats in self.models.items():
-            lines += stats.batch_rows.lines("aideploy_inference_batch_rows", f'model="{_escape(name)}"')
-        family("aideploy_model_load_seconds", "gauge", "Fetch, session creation and warm-up time per model.")
+            lines += stats.batch_rows.lines(
+                "aideploy_inference_batch_rows", f'model="{_escape(name)}"'
+            )
+        family(
+            "aideploy_model_load_seconds",
+            "gauge",
+            "Fetch, session creation and warm-up time per model.",
+        )
         for name, seconds in self.load_seconds.items():
             lines.append(f'aideploy_model_load_seconds{{model="{_escape(name)}"}} {seconds:.6f}')
         family("aideploy_http_requests_in_flight", "gauge", "HTTP requests being handled now.")
         lines.append(f"aideploy_http_requests_in_flight {self.in_flight}")
-        family("aideploy_http_responses_total", "counter", "HTTP responses by status, all endpoints.")
+        family(
+            "aideploy_http_responses_total", "counter", "HTTP responses by status, all endpoints."
+        )
         for status, count in sorted(self.http_responses.items()):
             lines.append(f'aideploy_http_responses_total{{code="{status}"}} {count}')
         family("process_cpu_seconds_total", "counter", "User and system CPU time of the process.")

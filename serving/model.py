@@ -32,7 +32,16 @@ log = logging.getLogger("serving.model")
 
 Arrays = dict[str, np.ndarray[Any, Any]]
 _STAMP = ".aideploy-source.json"
-_FINGERPRINT_KEYS = ("size", "ETag", "etag", "mtime", "LastModified", "last_modified", "md5Hash", "generation")
+_FINGERPRINT_KEYS = (
+    "size",
+    "ETag",
+    "etag",
+    "mtime",
+    "LastModified",
+    "last_modified",
+    "md5Hash",
+    "generation",
+)
 
 
 class ModelLoadError(InputError):
@@ -68,11 +77,17 @@ class ServedModel:
         try:
             return self.session.run(output_names, inputs)  # type: ignore[no-any-return]
         except Exception as exc:  # onnxruntime raises its own types, all caused by the inputs here
-            raise RequestError(400, f"model {self.name!r} rejected the inputs: {_ort_message(exc)}") from None
+            raise RequestError(
+                400, f"model {self.name!r} rejected the inputs: {_ort_message(exc)}"
+            ) from None
 
 
 def load_model(
-    spec: ModelSpec, cache_dir: Path, threads: int, batch_rows: int, opening: threading.Event | None = None
+    spec: ModelSpec,
+    cache_dir: Path,
+    threads: int,
+    batch_rows: int,
+    opening: threading.Event | None = None,
 ) -> ServedModel:
     """Fetch, open and warm up ``spec``; ``batch_rows`` > 1 also checks the batch axis.
 
@@ -92,23 +107,34 @@ def load_model(
     try:
         session = ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
     except Exception as exc:
-        raise ModelLoadError(f"{spec.source}: onnxruntime cannot load it: {_ort_message(exc)}") from None
+        raise ModelLoadError(
+            f"{spec.source}: onnxruntime cannot load it: {_ort_message(exc)}"
+        ) from None
     inputs = {meta.name: _tensor_spec(meta, spec.source, "input") for meta in session.get_inputs()}
     outputs: dict[str, TensorSpec] = {}
     for meta in session.get_outputs():
         if meta.type in ORT_TO_DATATYPE:
             outputs[meta.name] = _tensor_spec(meta, spec.source, "output")
         else:
-            log.warning("model %s: output %r is a %s, not a tensor; it is not served", spec.name, meta.name, meta.type)
+            log.warning(
+                "model %s: output %r is a %s, not a tensor; it is not served",
+                spec.name,
+                meta.name,
+                meta.type,
+            )
     if not outputs:
         raise NotSupportedError(f"{spec.source}: the model has no tensor outputs to serve")
     batch_axis = all(s.shape and s.shape[0] == -1 for s in (*inputs.values(), *outputs.values()))
-    model = ServedModel(spec.name, spec.version, session, inputs, outputs, batchable=False, file=file)
+    model = ServedModel(
+        spec.name, spec.version, session, inputs, outputs, batchable=False, file=file
+    )
     _warm_up(model, rows=1)
     if batch_axis and batch_rows > 1:
         model.batchable = _warm_up(model, rows=2)
         if not model.batchable:
-            log.warning("model %s: outputs do not follow the inputs' first axis; batching is off", spec.name)
+            log.warning(
+                "model %s: outputs do not follow the inputs' first axis; batching is off", spec.name
+            )
     model.load_seconds = time.perf_counter() - started
     return model
 
@@ -126,7 +152,9 @@ def start_loading(config: ServeConfig) -> list[Future[ServedModel]]:
     def load() -> None:
         for spec, future in zip(config.models, futures, strict=True):
             try:
-                model = load_model(spec, config.cache_dir, config.threads, config.max_batch_size, opening)
+                model = load_model(
+                    spec, config.cache_dir, config.threads, config.max_batch_size, opening
+                )
             except BaseException as exc:  # handed to the event loop, which reports it
                 future.set_exception(exc)
                 break
@@ -166,7 +194,9 @@ def _zeros(datatype: str, shape: list[int]) -> np.ndarray[Any, Any]:
 def _tensor_spec(meta: Any, source: str, kind: str) -> TensorSpec:
     datatype = ORT_TO_DATATYPE.get(meta.type)
     if datatype is None:
-        raise NotSupportedError(f"{source}: {kind} {meta.name!r} has type {meta.type}, which is not served")
+        raise NotSupportedError(
+            f"{source}: {kind} {meta.name!r} has type {meta.type}, which is not served"
+        )
     shape = tuple(dim if isinstance(dim, int) and dim >= 0 else -1 for dim in meta.shape)
     return TensorSpec(meta.name, datatype, shape)
 
@@ -189,7 +219,11 @@ def model_file(path: Path, source: str) -> Path:
         raise ModelLoadError(f"{source}: no such file or folder")
     found = sorted(path.glob("*.onnx")) or sorted(path.rglob("*.onnx"))
     if len(found) != 1:
-        what = "no .onnx file" if not found else f"{len(found)} .onnx files ({', '.join(p.name for p in found[:5])})"
+        what = (
+            "no .onnx file"
+            if not found
+            else f"{len(found)} .onnx files ({', '.join(p.name for p in found[:5])})"
+        )
         raise ModelLoadError(f"{source}: the folder holds {what}; expected exactly one")
     return found[0]
 
@@ -209,20 +243,25 @@ def fetch_model(source: str, cache_dir: Path) -> Path:
     try:
         import fsspec
     except ImportError:  # pragma: no cover - fsspec is in the serving extra
-        raise ModelLoadError(f"{source}: loading from a URI needs fsspec (pip install 'aideploy[serving]')") from None
+        raise ModelLoadError(
+            f"{source}: loading from a URI needs fsspec (pip install 'aideploy[serving]')"
+        ) from None
     try:
         fs, remote = fsspec.core.url_to_fs(source)
     except (ImportError, ValueError) as exc:
         raise ModelLoadError(f"{source}: {exc}") from None
     try:
         info = fs.info(remote)
-        listing = fs.find(remote, detail=True) if info.get("type") == "directory" else {remote: info}
+        listing = (
+            fs.find(remote, detail=True) if info.get("type") == "directory" else {remote: info}
+        )
     except FileNotFoundError:
         raise ModelLoadError(f"{source}: no such object or folder") from None
     except Exception as exc:  # each filesystem raises its own credential/network errors
         raise ModelLoadError(f"{source}: cannot read it: {exc}") from None
     fingerprint = {
-        name: {key: str(meta[key]) for key in _FINGERPRINT_KEYS if key in meta} for name, meta in sorted(listing.items())
+        name: {key: str(meta[key]) for key in _FINGERPRINT_KEYS if key in meta}
+        for name, meta in sorted(listing.items())
     }
     tail = remote.rstrip("/").rsplit("/", 1)[-1] or "model"
     target = cache_dir.expanduser() / f"{hashlib.sha256(source.encode()).hexdigest()[:16]}-{tail}"

@@ -41,7 +41,12 @@ async def _serve(config: ServeConfig, loader: list[Future[ServedModel]], started
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
     metrics = Metrics()
     app = InferenceApp(config, metrics, executor)
-    http = HttpServer(app.handle, metrics, max_body_bytes=config.max_body_bytes, keepalive_seconds=config.keepalive_seconds)
+    http = HttpServer(
+        app.handle,
+        metrics,
+        max_body_bytes=config.max_body_bytes,
+        keepalive_seconds=config.keepalive_seconds,
+    )
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
@@ -50,7 +55,9 @@ async def _serve(config: ServeConfig, loader: list[Future[ServedModel]], started
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", config.host, config.port, exc.strerror or exc)
         return 2
-    log.info("listening on http://%s:%d (loading %d model(s))", config.host, port, len(config.models))
+    log.info(
+        "listening on http://%s:%d (loading %d model(s))", config.host, port, len(config.models)
+    )
     loading = loop.create_task(_receive_models(config, app, loader, started))
     stopping = loop.create_task(stop.wait())
     await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)

@@ -117,7 +117,9 @@ def decode_json_data(spec: TensorSpec, shape: Sequence[int], data: object) -> np
     return _as_datatype(values, spec, where).reshape(shape)
 
 
-def _as_datatype(values: np.ndarray[Any, Any], spec: TensorSpec, where: str) -> np.ndarray[Any, Any]:
+def _as_datatype(
+    values: np.ndarray[Any, Any], spec: TensorSpec, where: str
+) -> np.ndarray[Any, Any]:
     dtype = DATATYPES[spec.datatype]
     kind = values.dtype.kind
     if values.size == 0:
@@ -133,10 +135,14 @@ def _as_datatype(values: np.ndarray[Any, Any], spec: TensorSpec, where: str) -> 
         return values
     if dtype.kind == "f":
         if kind not in "iuf":
-            raise RequestError(400, f"{where}: {spec.datatype} 'data' must be numbers, not {_kind(kind)}")
+            raise RequestError(
+                400, f"{where}: {spec.datatype} 'data' must be numbers, not {_kind(kind)}"
+            )
         return values.astype(dtype)
     if kind not in "iu":
-        raise RequestError(400, f"{where}: {spec.datatype} 'data' must be integers, not {_kind(kind)}")
+        raise RequestError(
+            400, f"{where}: {spec.datatype} 'data' must be integers, not {_kind(kind)}"
+        )
     limits = np.iinfo(dtype)
     if values.min() < limits.min or values.max() > limits.max:
         raise RequestError(
@@ -156,7 +162,9 @@ def _kind(kind: str) -> str:
     }.get(kind, "other values")
 
 
-def decode_binary(spec: TensorSpec, shape: Sequence[int], chunk: memoryview) -> np.ndarray[Any, Any]:
+def decode_binary(
+    spec: TensorSpec, shape: Sequence[int], chunk: memoryview
+) -> np.ndarray[Any, Any]:
     """A tensor sent with the binary extension: raw little-endian values, or for BYTES each
     element as a 4-byte little-endian length followed by its bytes."""
     where = f"input {spec.name!r}"
@@ -202,8 +210,12 @@ def json_data(datatype: str, array: np.ndarray[Any, Any]) -> list[Any]:
     """An output's values as a flat JSON list (row-major)."""
     flat = array.ravel()
     if datatype == "BYTES":
-        return [item.decode("utf-8", "replace") if isinstance(item, bytes) else str(item) for item in flat]
-    return flat.tolist()  # type: ignore[no-any-return]
+        return [
+            item.decode("utf-8", "replace") if isinstance(item, bytes) else str(item)
+            for item in flat
+        ]
+    values: list[Any] = flat.tolist()
+    return values
 
 
 def encode_binary(datatype: str, array: np.ndarray[Any, Any]) -> bytes:

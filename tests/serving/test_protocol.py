@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.serving.conftest import MULTI_TENSORS, Server, infer_body, scale_input
+from tests.serving.support import Server, infer_body, scale_input
 
 
 def test_server_metadata_names_the_binary_extension(server: Server) -> None:
@@ -54,7 +54,9 @@ def test_named_model_is_served_under_its_name(server: Server) -> None:
 
 @pytest.mark.parametrize("path", ["/v2/models/scale/infer", "/v2/models/scale/versions/1/infer"])
 def test_json_infer_with_nested_data(server: Server, path: str) -> None:
-    status, document = server.json("POST", path, infer_body(scale_input([[1, 1, 1, 1], [0.5, 1, 1.5, 2]])))
+    status, document = server.json(
+        "POST", path, infer_body(scale_input([[1, 1, 1, 1], [0.5, 1, 1.5, 2]]))
+    )
     assert status == 200
     assert document["model_name"] == "scale"
     assert document["model_version"] == "1"
@@ -64,7 +66,9 @@ def test_json_infer_with_nested_data(server: Server, path: str) -> None:
 
 
 def test_json_infer_with_flat_data_echoes_the_id(server: Server) -> None:
-    body = infer_body({"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}, id="req-7")
+    body = infer_body(
+        {"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}, id="req-7"
+    )
     status, document = server.json("POST", "/v2/models/scale/infer", body)
     assert status == 200
     assert document["id"] == "req-7"
@@ -73,7 +77,9 @@ def test_json_infer_with_flat_data_echoes_the_id(server: Server) -> None:
 
 def test_no_content_type_header_is_needed(server: Server) -> None:
     body = json.dumps(infer_body(scale_input([[1, 1, 1, 1]]))).encode()
-    status, headers, data = server.request("POST", "/v2/models/scale/infer", body, {"Content-Type": ""})
+    status, headers, data = server.request(
+        "POST", "/v2/models/scale/infer", body, {"Content-Type": ""}
+    )
     assert status == 200, data
     assert headers["content-type"] == "application/json"
 
@@ -102,7 +108,12 @@ def test_every_datatype_round_trips_as_json(server: Server) -> None:
     for name, (datatype, data) in _multi_inputs().items():
         assert outputs[f"{name}_out"]["datatype"] == datatype
         assert outputs[f"{name}_out"]["data"] == data
-    assert outputs["total"] == {"name": "total", "datatype": "INT64", "shape": [], "data": [2**40 - 3]}
+    assert outputs["total"] == {
+        "name": "total",
+        "datatype": "INT64",
+        "shape": [],
+        "data": [2**40 - 3],
+    }
 
 
 def _binary_request(
@@ -118,13 +129,22 @@ def _binary_request(
         else:
             array = np.asarray(values)
             blob, shape = array.tobytes(), list(array.shape)
-        header.append({"name": name, "datatype": datatype, "shape": shape, "parameters": {"binary_data_size": len(blob)}})
+        header.append(
+            {
+                "name": name,
+                "datatype": datatype,
+                "shape": shape,
+                "parameters": {"binary_data_size": len(blob)},
+            }
+        )
         blobs.append(blob)
     document = json.dumps({"inputs": header, **parameters}).encode()
     return document + b"".join(blobs), {"Inference-Header-Content-Length": str(len(document))}
 
 
-def _split_binary_response(headers: dict[str, str], body: bytes) -> tuple[dict[str, Any], dict[str, bytes]]:
+def _split_binary_response(
+    headers: dict[str, str], body: bytes
+) -> tuple[dict[str, Any], dict[str, bytes]]:
     length = int(headers["inference-header-content-length"])
     document = json.loads(body[:length])
     blobs: dict[str, bytes] = {}
@@ -139,7 +159,15 @@ def _split_binary_response(headers: dict[str, str], body: bytes) -> tuple[dict[s
 
 
 def test_every_datatype_round_trips_as_binary(server: Server) -> None:
-    numpy_types = {"f16": np.float16, "f64": np.float64, "i64": np.int64, "i32": np.int32, "i8": np.int8, "u8": np.uint8, "flag": np.bool_}
+    numpy_types = {
+        "f16": np.float16,
+        "f64": np.float64,
+        "i64": np.int64,
+        "i32": np.int32,
+        "i8": np.int8,
+        "u8": np.uint8,
+        "flag": np.bool_,
+    }
     inputs: dict[str, tuple[str, Any]] = {
         name: (datatype, data if datatype == "BYTES" else np.array(data, dtype=numpy_types[name]))
         for name, (datatype, data) in _multi_inputs().items()
@@ -152,7 +180,9 @@ def test_every_datatype_round_trips_as_binary(server: Server) -> None:
     assert all("data" not in output for output in document["outputs"])
     for name, (datatype, values) in inputs.items():
         if datatype == "BYTES":
-            assert blobs[f"{name}_out"] == b"".join(struct.pack("<I", len(s.encode())) + s.encode() for s in values)
+            assert blobs[f"{name}_out"] == b"".join(
+                struct.pack("<I", len(s.encode())) + s.encode() for s in values
+            )
         else:
             assert blobs[f"{name}_out"] == values.tobytes()
     assert np.frombuffer(blobs["total"], dtype="<i8").tolist() == [2**40 - 3]
@@ -182,17 +212,29 @@ def test_requested_outputs_select_and_choose_binary_per_output(server: Server) -
 
 
 def test_empty_tensor_along_a_dynamic_axis(server: Server) -> None:
-    status, document = server.json("POST", "/v2/models/scale/infer", infer_body({"name": "x", "shape": [0, 4], "datatype": "FP32", "data": []}))
+    status, document = server.json(
+        "POST",
+        "/v2/models/scale/infer",
+        infer_body({"name": "x", "shape": [0, 4], "datatype": "FP32", "data": []}),
+    )
     assert status == 200, document
     assert document["outputs"][0]["shape"] == [0, 4]
 
 
 def test_metrics_count_requests_errors_and_process_state(server: Server) -> None:
-    server.json("POST", "/v2/models/adder/infer", infer_body({"name": "a", "shape": [1], "datatype": "FP32", "data": [1]}))
-    server.json("POST", "/v2/models/adder/infer", infer_body(
-        {"name": "a", "shape": [1], "datatype": "FP32", "data": [1]},
-        {"name": "b", "shape": [1], "datatype": "FP32", "data": [2]},
-    ))
+    server.json(
+        "POST",
+        "/v2/models/adder/infer",
+        infer_body({"name": "a", "shape": [1], "datatype": "FP32", "data": [1]}),
+    )
+    server.json(
+        "POST",
+        "/v2/models/adder/infer",
+        infer_body(
+            {"name": "a", "shape": [1], "datatype": "FP32", "data": [1]},
+            {"name": "b", "shape": [1], "datatype": "FP32", "data": [2]},
+        ),
+    )
     status, headers, body = server.request("GET", "/metrics")
     assert status == 200
     assert headers["content-type"].startswith("text/plain; version=0.0.4")
@@ -202,7 +244,9 @@ def test_metrics_count_requests_errors_and_process_state(server: Server) -> None
     assert 'aideploy_inference_duration_seconds_count{model="adder"} 2' in text
     assert 'aideploy_inference_batch_rows_count{model="adder"} 1' in text
     assert "aideploy_http_requests_in_flight 1" in text  # this very request
-    samples = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
+    samples = dict(
+        line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#")
+    )
     assert float(samples["process_resident_memory_bytes"]) > 10 * 2**20
     assert float(samples["process_cpu_seconds_total"]) > 0
     assert float(samples['aideploy_model_load_seconds{model="scale"}']) > 0

@@ -1,0 +1,244 @@
+"""The server process: loading sources, the container entry point, batching, SIGTERM drain."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.serving.support import (
+    ROOT,
+    Server,
+    build_scale,
+    infer_body,
+    scale_input,
+    serving_env,
+    start_server,
+)
+
+
+def _run_to_exit(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "serving", *args, "--port", "0"],
+        cwd=ROOT,
+        env=serving_env(env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def _infer_scale(server: Server, name: str = "scale") -> list[float]:
+    status, document = server.json(
+        "POST", f"/v2/models/{name}/infer", infer_body(scale_input([[1, 1, 1, 1]]))
+    )
+    assert status == 200, document
+    return list(document["outputs"][0]["data"])
+
+
+def test_folder_with_one_model(tmp_path: Path) -> None:
+    build_scale(tmp_path / "encoder" / "model.onnx")
+    (tmp_path / "encoder" / "report.json").write_text("{}")
+    server = start_server(str(tmp_path / "encoder"), "--port", "0")
+    try:
+        assert _infer_scale(server, "encoder") == [1, 2, 3, 4]
+    finally:
+        assert server.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("setup", "needle"),
+    [
+        ("missing", "no such file or folder"),
+        ("two", "the folder holds 2 .onnx files (a.onnx, b.onnx); expected exactly one"),
+        ("empty", "the folder holds no .onnx file"),
+        ("corrupt", "onnxruntime cannot load it"),
+        ("bad-uri", "no such object or folder"),
+    ],
+)
+def test_unloadable_models_exit_2_with_one_clear_line(
+    tmp_path: Path, setup: str, needle: str
+) -> None:
+    source = str(tmp_path / "m")
+    if setup == "two":
+        build_scale(tmp_path / "m" / "a.onnx")
+        build_scale(tmp_path / "m" / "b.onnx")
+    elif setup == "empty":
+        (tmp_path / "m").mkdir()
+    elif setup == "corrupt":
+        source = str(tmp_path / "m.onnx")
+        Path(source).write_bytes(b"not a model")
+    elif setup == "bad-uri":
+        source = f"file://{tmp_path}/absent.onnx"
+    result = _run_to_exit(source)
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1
+    assert needle in errors[0]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--threads", "zero"], "--threads: expected a whole number, got 'zero'"),
+        (["--max-body-bytes", "lots"], "expected a byte size such as 64MiB or 10MB"),
+        (["--bogus", "1"], "unknown option --bogus"),
+        (["--log-level", "LOUD"], "expected one of DEBUG, INFO, WARNING, ERROR"),
+    ],
+)
+def test_bad_options_exit_2_with_one_line(tmp_path: Path, args: list[str], needle: str) -> None:
+    result = _run_to_exit(str(build_scale(tmp_path / "scale.onnx")), *args)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: {result.stderr.strip()[7:]}"]
+    assert needle in result.stderr
+
+
+def test_uri_source_downloads_once_into_the_cache(tmp_path: Path) -> None:
+    """``file://`` goes through fsspec exactly like ``s3://`` would; the copy is reused."""
+    build_scale(tmp_path / "remote" / "scale.onnx")
+    cache = tmp_path / "cache"
+    env = {"AIDEPLOY_SERVE_CACHE_DIR": str(cache)}
+    for attempt in range(2):
+        server = start_server(f"file://{tmp_path}/remote/scale.onnx", "--port", "0", env=env)
+        try:
+            assert _infer_scale(server) == [1, 2, 3, 4]
+        finally:
+            assert server.stop() == 0
+        cached = "using the cached copy" in "\n".join(server.log)
+        assert cached == (attempt == 1)
+    assert [path.name for path in cache.glob("*/scale.onnx")] == ["scale.onnx"]
+
+
+def test_container_entry_point_reads_the_environment_and_healthcheck_follows_it(
+    tmp_path: Path,
+) -> None:
+    """What the Dockerfile runs: ``python -m serving`` configured only by variables, and
+    ``python -m serving.healthcheck`` finding the same port."""
+    build_scale(tmp_path / "scale.onnx")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        "AIDEPLOY_SERVE_MODEL": f"clf={tmp_path / 'scale.onnx'}",
+        "PORT": str(port),
+        "AIDEPLOY_SERVE_HOST": "0.0.0.0",
+    }
+
+    def healthcheck() -> int:
+        command = [sys.executable, "-m", "serving.healthcheck"]
+        return subprocess.run(
+            command, cwd=ROOT, env=serving_env(env), capture_output=True, timeout=30
+        ).returncode
+
+    server = start_server(env=env)
+    try:
+        assert server.port == port
+        assert _infer_scale(server, "clf") == [1, 2, 3, 4]
+        assert healthcheck() == 0
+    finally:
+        assert server.stop() == 0
+    assert healthcheck() == 1
+
+
+def _slow_batching_server(tmp_path: Path, delay_ms: int) -> Server:
+    return start_server(
+        str(build_scale(tmp_path / "scale.onnx")),
+        "--port",
+        "0",
+        "--max-batch-size",
+        "64",
+        "--max-batch-delay-ms",
+        str(delay_ms),
+    )
+
+
+def test_adaptive_batching_merges_concurrent_requests(tmp_path: Path) -> None:
+    server = _slow_batching_server(tmp_path, delay_ms=200)
+    results: dict[int, Any] = {}
+
+    def call(i: int) -> None:
+        results[i] = server.json(
+            "POST", "/v2/models/scale/infer", infer_body(scale_input([[i, i, i, i]] * (1 + i % 2)))
+        )
+
+    try:
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for i, (status, document) in results.items():
+            assert status == 200
+            assert document["outputs"][0]["data"] == [i, 2 * i, 3 * i, 4 * i] * (1 + i % 2)
+        text = server.request("GET", "/metrics")[2].decode()
+        runs = int(text.split('aideploy_inference_batch_rows_count{model="scale"} ')[1].split()[0])
+        rows = float(text.split('aideploy_inference_batch_rows_sum{model="scale"} ')[1].split()[0])
+        assert rows == 12
+        assert runs < 8  # several requests shared a run
+    finally:
+        assert server.stop() == 0
+
+
+def test_sigterm_finishes_in_flight_requests_then_exits_0(tmp_path: Path) -> None:
+    server = _slow_batching_server(
+        tmp_path, delay_ms=1500
+    )  # a request then waits 1.5 s in the batcher
+    body = json.dumps(infer_body(scale_input([[1, 1, 1, 1]]))).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(
+            f"POST /v2/models/scale/infer HTTP/1.1\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        time.sleep(0.3)
+        server.process.terminate()
+        time.sleep(0.3)
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert b"Connection: close" in answer
+    assert b'"data":[1.0,2.0,3.0,4.0]' in answer
+    assert server.stop() == 0
+    assert any("finishing 1 in-flight request(s)" in line for line in server.log)
+
+
+async def test_ready_only_once_loaded_and_the_first_request_waits_for_the_model(
+    tmp_path: Path,
+) -> None:
+    """The port opens before loading; the request that woke a scaled-to-zero instance waits
+    for the model instead of being refused (checked in-process, where loading can be held)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from serving.app import InferenceApp
+    from serving.config import load_config
+    from serving.http import Request
+    from serving.metrics import Metrics
+    from serving.model import load_model
+
+    config = load_config({"model": [str(build_scale(tmp_path / "scale.onnx"))]})
+    with ThreadPoolExecutor(1) as executor:
+        app = InferenceApp(config, Metrics(), executor)
+        ready = await app.handle(Request("GET", "/v2/health/ready", "", {}, b""))
+        assert (ready.status, app.ready) == (503, False)
+        body = json.dumps(infer_body(scale_input([[1, 1, 1, 1]]))).encode()
+        waiting = asyncio.ensure_future(
+            app.handle(Request("POST", "/v2/models/scale/infer", "", {}, body))
+        )
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        app.add_model(load_model(config.models[0], config.cache_dir, threads=1, batch_rows=1))
+        response = await waiting
+        assert response.status == 200
+        assert json.loads(response.body)["outputs"][0]["data"] == [1, 2, 3, 4]
+        assert (await app.handle(Request("GET", "/v2/health/ready", "", {}, b""))).status == 200
