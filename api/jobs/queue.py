@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -192,9 +192,15 @@ class SaqQueue:
             finally:
                 self._pending.discard(job_id)
 
+        class EmbeddedWorker(Worker):
+            SIGNALS: ClassVar[list[Any]] = []  # the web server owns SIGINT/SIGTERM
+
         await self._queue.connect()
-        worker = Worker(self._queue, functions=[("run_job", run)], concurrency=self._concurrency)
+        worker = EmbeddedWorker(
+            self._queue, functions=[("run_job", run)], concurrency=self._concurrency
+        )
         self._worker_task = asyncio.create_task(worker.start(), name="saq-worker")
+        self._worker_task.add_done_callback(_log_worker_exit)
 
     async def enqueue(self, job_id: str) -> None:
         # The job id is the SAQ key: an id already queued or running is not enqueued twice.
@@ -210,6 +216,11 @@ class SaqQueue:
             self._worker_task.cancel()
             await asyncio.gather(self._worker_task, return_exceptions=True)
         await self._queue.disconnect()
+
+
+def _log_worker_exit(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the SAQ worker stopped", exc_info=task.exception())
 
 
 def job_queue_for(redis_url: str | None) -> JobQueue:

@@ -31,7 +31,11 @@ async def test_quantization_runs_in_the_background_and_reports(
     model_id = (await upload(alice)).json()["model_id"]
     response = await client.post(
         f"/models/{model_id}/optimize",
-        json={"method": "quantization", "target_latency": 1000.0, "metadata": {"precision": "int8"}},
+        json={
+            "method": "quantization",
+            "target_latency": 1000.0,
+            "metadata": {"precision": "int8"},
+        },
         headers=alice,
     )
     assert response.status_code == 202, response.text
