@@ -1,0 +1,372 @@
+"""Recognise and validate an uploaded model without executing it.
+
+ONNX files are parsed with their external data left on disk (no torch import, so the API can
+call this on every upload); PyTorch archives are recognised from their zip layout before torch
+ever sees them, so a plain pickle (``torch.save`` of an ``nn.Module`` or a state dict) is
+rejected instead of unpickled.
+"""
+
+from __future__ import annotations
+
+import math
+import zipfile
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict
+
+from aideploy.schema import Framework
+from optimizer.errors import InvalidModelError, UnsafeModelError
+
+if TYPE_CHECKING:
+    import onnx
+
+__all__ = [
+    "MAX_TENSOR_BYTES",
+    "ModelFormat",
+    "ModelInfo",
+    "TensorSpec",
+    "external_data_files",
+    "inspect_model",
+    "load_onnx",
+]
+
+MAX_TENSOR_BYTES = 64 * 1024**3
+"""A declared tensor larger than this is treated as a corrupt or hostile file."""
+
+_PICKLE_PROTOCOL_OPCODE = 0x80
+_ACCEPTED_PYTORCH = (
+    "save it with torch.jit.save (TorchScript, .pt) or torch.export.save (torch.export, .pt2)"
+)
+
+
+class ModelFormat(StrEnum):
+    ONNX = "onnx"
+    TORCHSCRIPT = "torchscript"
+    TORCH_EXPORT = "torch.export"
+
+
+class TensorSpec(BaseModel):
+    """One input or output: Open Inference Protocol datatype and shape (-1 where dynamic)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    datatype: str
+    shape: list[int] | None
+    """``None`` when the format does not record shapes (TorchScript)."""
+
+
+class ModelInfo(BaseModel):
+    """What :func:`inspect_model` learned about a model file."""
+
+    model_config = ConfigDict(frozen=True)
+
+    path: Path
+    framework: Framework
+    format: ModelFormat
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    size_bytes: int
+    """On disk, including external data files."""
+    opset: int | None = None
+    producer: str | None = None
+
+
+def inspect_model(path: Path) -> ModelInfo:
+    """Detect the format, validate the file and return its signature.
+
+    Raises :class:`~optimizer.errors.InvalidModelError` (or its subclass
+    :class:`~optimizer.errors.UnsafeModelError`) with a one-line message.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidModelError(f"model: no file at {path}")
+    with path.open("rb") as handle:
+        head = handle.read(4)
+    if not head:
+        raise InvalidModelError(f"model: {path.name} is empty")
+    if zipfile.is_zipfile(path):
+        return _inspect_pytorch_archive(path)
+    if head[0] == _PICKLE_PROTOCOL_OPCODE:
+        raise UnsafeModelError(
+            f"model: {path.name} is a Python pickle, which is never loaded because unpickling "
+            f"runs arbitrary code; {_ACCEPTED_PYTORCH}, or export to ONNX"
+        )
+    return _inspect_onnx(path)
+
+
+# --- ONNX -----------------------------------------------------------------------------------
+
+
+def load_onnx(path: Path) -> onnx.ModelProto:
+    """Parse an ONNX file without its external data, with a one-line error when it is not one."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, RuntimeWarning, ValueError, OSError) as exc:
+        raise InvalidModelError(
+            f"model: {path.name} is not a readable ONNX model or a truncated one ({exc})"
+        ) from None
+    if model.ir_version <= 0 or not model.graph.node or not model.graph.output:
+        raise InvalidModelError(
+            f"model: {path.name} is not an ONNX model (no IR version, nodes or outputs); "
+            "expected .onnx, TorchScript .pt or torch.export .pt2"
+        )
+    return model
+
+
+def external_data_files(model: onnx.ModelProto, folder: Path) -> dict[Path, int]:
+    """The external data files of ``model`` and the bytes each must hold at least.
+
+    Every location must be a relative path that stays inside ``folder``: a model naming
+    ``../../etc/passwd`` or an absolute path is rejected before anything is read.
+    """
+    import onnx
+
+    root = folder.resolve()
+    needed: dict[Path, int] = {}
+    for tensor in _all_tensors(model):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        entries = {entry.key: entry.value for entry in tensor.external_data}
+        location = entries.get("location", "")
+        target = (root / location).resolve()
+        if not location or Path(location).is_absolute() or not target.is_relative_to(root):
+            raise UnsafeModelError(
+                f"model: tensor {tensor.name!r} points its external data at {location!r}, "
+                "outside the model's folder; external data must sit beside the model"
+            )
+        if not target.is_file():
+            raise InvalidModelError(
+                f"model: external data file {location!r} of tensor {tensor.name!r} is missing"
+            )
+        declared = _declared_bytes(tensor)
+        offset = int(entries.get("offset", 0))
+        length = int(entries.get("length", declared))
+        needed[target] = max(needed.get(target, 0), offset + length)
+    for target, end in needed.items():
+        if target.stat().st_size < end:
+            raise InvalidModelError(
+                f"model: external data file {target.name!r} is truncated "
+                f"({target.stat().st_size} bytes, tensors need {end})"
+            )
+    return needed
+
+
+def _all_tensors(model: onnx.ModelProto) -> list[onnx.TensorProto]:
+    import onnx
+
+    tensors = list(model.graph.initializer)
+    for node in model.graph.node:
+        tensors.extend(
+            attribute.t
+            for attribute in node.attribute
+            if attribute.type == onnx.AttributeProto.TENSOR
+        )
+    return tensors
+
+
+def _declared_bytes(tensor: onnx.TensorProto) -> int:
+    """Bytes the tensor's declared shape needs; absurd or negative shapes are rejected."""
+    import onnx
+
+    if any(dim < 0 for dim in tensor.dims):
+        raise InvalidModelError(f"model: tensor {tensor.name!r} declares a negative dimension")
+    elements = math.prod(tensor.dims)
+    try:
+        itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    except (KeyError, ValueError):
+        itemsize = 1
+    if elements * itemsize > MAX_TENSOR_BYTES:
+        raise InvalidModelError(
+            f"model: tensor {tensor.name!r} declares shape {list(tensor.dims)} "
+            f"({elements * itemsize / 1024**3:.0f} GiB), larger than any real model"
+        )
+    return elements * itemsize
+
+
+def _check_embedded_sizes(model: onnx.ModelProto) -> None:
+    """Raw data must hold exactly what the shape declares (catches truncation and forgery)."""
+    import onnx
+
+    for tensor in _all_tensors(model):
+        declared = _declared_bytes(tensor)
+        if tensor.data_location == onnx.TensorProto.EXTERNAL or not tensor.HasField("raw_data"):
+            continue
+        if len(tensor.raw_data) != declared and tensor.data_type not in _PACKED_TYPES:
+            raise InvalidModelError(
+                f"model: tensor {tensor.name!r} holds {len(tensor.raw_data)} bytes but its "
+                f"shape {list(tensor.dims)} needs {declared}; the file is truncated or corrupt"
+            )
+
+
+_PACKED_TYPES = frozenset({16, 17, 18, 19, 20, 21, 22, 23})
+"""Sub-byte and special types whose raw size is not elements * itemsize (int4, fp8, ...)."""
+
+
+def _tensor_specs(values: object, skip: set[str]) -> list[TensorSpec]:
+    specs = []
+    for value in values:  # type: ignore[attr-defined]
+        if value.name in skip:
+            continue
+        tensor_type = value.type.tensor_type
+        datatype = _OIP_DATATYPES.get(tensor_type.elem_type, "BYTES")
+        shape = (
+            [dim.dim_value if dim.HasField("dim_value") else -1 for dim in tensor_type.shape.dim]
+            if tensor_type.HasField("shape")
+            else None
+        )
+        specs.append(TensorSpec(name=value.name, datatype=datatype, shape=shape))
+    return specs
+
+
+_OIP_DATATYPES = {
+    1: "FP32",
+    2: "UINT8",
+    3: "INT8",
+    4: "UINT16",
+    5: "INT16",
+    6: "INT32",
+    7: "INT64",
+    8: "BYTES",
+    9: "BOOL",
+    10: "FP16",
+    11: "FP64",
+    12: "UINT32",
+    13: "UINT64",
+    16: "BF16",
+}
+"""ONNX ``TensorProto.DataType`` to Open Inference Protocol datatype names."""
+
+
+def _inspect_onnx(path: Path) -> ModelInfo:
+    model = load_onnx(path)
+    _check_embedded_sizes(model)
+    external = external_data_files(model, path.parent)
+    initializers = {tensor.name for tensor in model.graph.initializer}
+    opset = next(
+        (entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), None
+    )
+    return ModelInfo(
+        path=path,
+        framework=Framework.ONNX,
+        format=ModelFormat.ONNX,
+        inputs=_tensor_specs(model.graph.input, initializers),
+        outputs=_tensor_specs(model.graph.output, set()),
+        size_bytes=path.stat().st_size + sum(file.stat().st_size for file in external),
+        opset=opset,
+        producer=model.producer_name or None,
+    )
+
+
+# --- PyTorch --------------------------------------------------------------------------------
+
+
+def pytorch_format(path: Path) -> ModelFormat:
+    """Tell TorchScript from torch.export from a plain pickle by the archive's entries alone."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise InvalidModelError(f"model: {path.name} is a damaged zip archive ({exc})") from None
+    if any(name.endswith("archive_format") for name in names):
+        return ModelFormat.TORCH_EXPORT
+    if any("/code/" in name for name in names) and any(
+        name.endswith("constants.pkl") for name in names
+    ):
+        return ModelFormat.TORCHSCRIPT
+    if any(name.endswith("data.pkl") for name in names):
+        raise UnsafeModelError(
+            f"model: {path.name} is a pickled PyTorch object (torch.save), which is never "
+            f"loaded because unpickling runs arbitrary code; {_ACCEPTED_PYTORCH}"
+        )
+    raise InvalidModelError(
+        f"model: {path.name} is a zip archive but not a TorchScript or torch.export model"
+    )
+
+
+def _inspect_pytorch_archive(path: Path) -> ModelInfo:
+    model_format = pytorch_format(path)
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - the optimizer extra installs torch
+        raise InvalidModelError(
+            "model: PyTorch models need the optimizer extra (pip install 'aideploy[optimizer]')"
+        ) from None
+    try:
+        if model_format is ModelFormat.TORCHSCRIPT:
+            inputs, outputs = _torchscript_signature(torch.jit.load(str(path), map_location="cpu"))
+        else:
+            inputs, outputs = _exported_signature(torch.export.load(str(path)))
+    except (RuntimeError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InvalidModelError(
+            f"model: {path.name} looks like {model_format.value} but does not load ({first_line})"
+        ) from None
+    return ModelInfo(
+        path=path,
+        framework=Framework.PYTORCH,
+        format=model_format,
+        inputs=inputs,
+        outputs=outputs,
+        size_bytes=path.stat().st_size,
+    )
+
+
+_TORCH_DATATYPES = {
+    "torch.float32": "FP32",
+    "torch.float16": "FP16",
+    "torch.bfloat16": "BF16",
+    "torch.float64": "FP64",
+    "torch.int64": "INT64",
+    "torch.int32": "INT32",
+    "torch.int16": "INT16",
+    "torch.int8": "INT8",
+    "torch.uint8": "UINT8",
+    "torch.bool": "BOOL",
+}
+
+
+def _torchscript_signature(module: object) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """TorchScript records argument names and types but no shapes or dtypes."""
+    schema = module.forward.schema  # type: ignore[attr-defined]
+    inputs = [
+        TensorSpec(name=argument.name, datatype="FP32", shape=None)
+        for argument in schema.arguments
+        if argument.name != "self"
+    ]
+    outputs = [
+        TensorSpec(name=f"output_{index}", datatype="FP32", shape=None)
+        for index, _ in enumerate(schema.returns)
+    ]
+    return inputs, outputs
+
+
+def _exported_signature(program: object) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """Placeholders of a torch.export program carry fake tensors with (symbolic) shapes."""
+    import torch
+
+    signature = program.graph_signature  # type: ignore[attr-defined]
+    user_inputs = set(signature.user_inputs)
+    nodes = {node.name: node for node in program.graph.nodes}  # type: ignore[attr-defined]
+
+    def spec(name: str) -> TensorSpec:
+        value = nodes[name].meta.get("val") if name in nodes else None
+        if not isinstance(value, torch.Tensor):
+            return TensorSpec(name=name, datatype="FP32", shape=None)
+        shape = [dim if isinstance(dim, int) else -1 for dim in value.shape]
+        return TensorSpec(
+            name=name, datatype=_TORCH_DATATYPES.get(str(value.dtype), "BYTES"), shape=shape
+        )
+
+    inputs = [
+        spec(node.name)
+        for node in program.graph.nodes
+        if node.op == "placeholder" and node.name in user_inputs
+    ]  # type: ignore[attr-defined]
+    outputs = [spec(str(name)) for name in signature.user_outputs]
+    return inputs, outputs
