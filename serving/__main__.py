@@ -22,23 +22,28 @@ from serving.config import ConfigError, load_config  # noqa: E402
 OPTIONS = (
     "name",
     "model_version",
+    "model_format",
+    "model_dir",
     "host",
     "port",
     "threads",
     "max_batch_size",
     "max_batch_delay_ms",
+    "max_concurrency",
+    "request_timeout",
     "max_body_bytes",
-    "cache_dir",
     "shutdown_grace_seconds",
     "keepalive_seconds",
     "log_level",
 )
 USAGE = (
     "usage: python -m serving MODEL [MODEL...] [--name NAME] [--host HOST] [--port PORT] "
-    "[--threads N] [--max-batch-size N] [--max-batch-delay-ms MS] [--max-body-bytes SIZE] "
-    "[--cache-dir DIR] [--model-version V] [--shutdown-grace-seconds S] [--keepalive-seconds S] "
+    "[--threads N] [--max-batch-size N] [--max-batch-delay-ms MS] [--max-concurrency N] "
+    "[--request-timeout S] [--max-body-bytes SIZE] [--model-dir DIR] [--model-version V] "
+    "[--model-format onnx] [--shutdown-grace-seconds S] [--keepalive-seconds S] "
     "[--log-level LEVEL]\n\nMODEL is a .onnx file, a folder, an s3:// gs:// az:// file:// URI, or "
-    "NAME=SOURCE; each option can also come from AIDEPLOY_SERVE_<OPTION> (PORT for the port)."
+    "NAME=SOURCE. Each option can also come from its AIDEPLOY_SERVE_* variable (see "
+    "serving/config.py; MODEL is AIDEPLOY_SERVE_MODEL_URI, the port also PORT)."
 )
 
 

@@ -76,6 +76,8 @@ class InferenceApp:
         self.metrics = metrics
         self.executor = executor
         self.draining = False
+        self.admitted = 0
+        """Inference requests being handled now (for ``max_concurrency``)."""
         self.slots = {spec.name: _Slot(spec, loop.create_future()) for spec in config.models}
         for name in self.slots:
             metrics.model(name)
@@ -174,11 +176,27 @@ class InferenceApp:
         started = time.perf_counter()
         stats = self.metrics.model(slot.spec.name)
         status = 200
+        limit = self.config.max_concurrency
+        if limit and self.admitted >= limit:
+            stats.record(503, 0.0)
+            return Response(
+                503,
+                error_body(f"the server is at its limit of {limit} concurrent inference requests"),
+                headers=[("Retry-After", "1")],
+            )
+        self.admitted += 1
         try:
             model = slot.model or await slot.loaded  # the first request of a cold start waits here
             parsed = parse_infer_request(model, request)
             assert slot.infer is not None
-            results = await slot.infer(parsed.inputs, parsed.outputs)
+            running = slot.infer(parsed.inputs, parsed.outputs)
+            timeout = self.config.request_timeout
+            try:
+                results = await (asyncio.wait_for(running, timeout) if timeout else running)
+            except TimeoutError:
+                raise RequestError(
+                    504, f"the inference took longer than the request timeout of {timeout:g}s"
+                ) from None
             return infer_response(model, parsed, results)
         except RequestError as exc:
             status = exc.status
@@ -187,6 +205,7 @@ class InferenceApp:
             status = 500
             raise
         finally:
+            self.admitted -= 1
             stats.record(status, time.perf_counter() - started)
 
 

@@ -6,28 +6,37 @@ alone costs about 0.13 s, some 40% of the whole onnxruntime start-up floor. So
 :func:`load_config` reads the variables itself with the standard library, in one place, and
 nothing else in ``serving/`` touches ``os.environ``.
 
-Variables (all optional; a command-line value wins over its variable):
+The variable names are the deployment contract of ``aideploy_iac/runtime_contract.py``: every
+target configures the same image only through them. All are optional on the command line,
+where a flag wins over its variable:
 
-``AIDEPLOY_SERVE_MODEL``
+``AIDEPLOY_SERVE_MODEL_URI`` (the ``MODEL`` argument)
     What to serve: a file, a folder or an ``s3://``/``gs://``/``az://``/``file://`` URI. Several
     models are separated by commas, each optionally named ``name=source``.
-``AIDEPLOY_SERVE_NAME``
+``AIDEPLOY_SERVE_MODEL_NAME`` (``--name``)
     The model's name when exactly one model is served (default: the file or folder stem).
-``AIDEPLOY_SERVE_MODEL_VERSION``
+``AIDEPLOY_SERVE_MODEL_VERSION`` (``--model-version``)
     The version the model answers to under ``/versions/{version}`` (default ``1``).
-``AIDEPLOY_SERVE_HOST``, ``AIDEPLOY_SERVE_PORT`` (or ``PORT``)
+``AIDEPLOY_SERVE_MODEL_FORMAT`` (``--model-format``)
+    Must be ``onnx`` (the default): the server runs ONNX; ``aideploy optimize`` converts PyTorch.
+``AIDEPLOY_SERVE_MODEL_DIR`` (``--model-dir``)
+    Writable folder object-store models are downloaded into (default ``~/.cache/aideploy/models``).
+``AIDEPLOY_SERVE_HOST`` (``--host``), ``AIDEPLOY_SERVE_PORT`` or ``PORT`` (``--port``)
     Where to listen (default ``127.0.0.1:8080``). ``PORT`` is what Cloud Run, Azure Container
     Apps and the AWS Lambda Web Adapter set; ``AIDEPLOY_SERVE_PORT`` wins over it.
-``AIDEPLOY_SERVE_THREADS``
+``AIDEPLOY_SERVE_THREADS`` (``--threads``)
     onnxruntime intra-op threads (default: the CPUs this process may use, honouring a cgroup
     CPU limit, i.e. the deployment's ``cpu``).
 ``AIDEPLOY_SERVE_MAX_BATCH_SIZE``, ``AIDEPLOY_SERVE_MAX_BATCH_DELAY_MS``
     Adaptive batching: merge up to this many rows of concurrent requests into one run, waiting
     at most this long for company (default 1 = off, 2 ms).
-``AIDEPLOY_SERVE_MAX_BODY_BYTES``
+``AIDEPLOY_SERVE_MAX_CONCURRENCY`` (``--max-concurrency``)
+    Inference requests admitted at once (running or queued); more get 503 with
+    ``Retry-After`` so the platform's load balancer retries elsewhere (default 0 = no limit).
+``AIDEPLOY_SERVE_REQUEST_TIMEOUT`` (``--request-timeout``)
+    Seconds an inference may take before the client gets 504 (default 0 = no limit).
+``AIDEPLOY_SERVE_MAX_BODY_BYTES`` (``--max-body-bytes``)
     Largest request body accepted, larger ones get 413 (default ``64MiB``; ``10MB`` notation).
-``AIDEPLOY_SERVE_CACHE_DIR``
-    Where object-store models are downloaded (default ``~/.cache/aideploy/models``).
 ``AIDEPLOY_SERVE_SHUTDOWN_GRACE_SECONDS``
     How long SIGTERM waits for in-flight requests (default 25, below Kubernetes' 30).
 ``AIDEPLOY_SERVE_KEEPALIVE_SECONDS``
@@ -53,6 +62,11 @@ ENV_PREFIX = "AIDEPLOY_SERVE_"
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# Settings whose flag or variable is not simply --field-name / AIDEPLOY_SERVE_FIELD_NAME.
+_SPELLINGS = {
+    "model": ("MODEL", f"{ENV_PREFIX}MODEL_URI"),
+    "name": ("--name", f"{ENV_PREFIX}MODEL_NAME"),
+}
 
 
 class ConfigError(InputError):
@@ -78,8 +92,10 @@ class ServeConfig:
     threads: int = 1
     max_batch_size: int = 1
     max_batch_delay_ms: float = 2.0
+    max_concurrency: int = 0
+    request_timeout: float = 0.0
     max_body_bytes: int = 64 * 2**20
-    cache_dir: Path = Path("~/.cache/aideploy/models")
+    model_dir: Path = Path("~/.cache/aideploy/models")
     shutdown_grace_seconds: float = 25.0
     keepalive_seconds: float = 75.0
     log_level: str = "INFO"
@@ -102,13 +118,14 @@ def load_config(
 
     def raw(field: str) -> tuple[object | None, str]:
         """The value for ``field`` and how the user spelled it (for error messages)."""
-        flag = f"--{field.replace('_', '-')}"
+        flag, variable = _SPELLINGS.get(
+            field, (f"--{field.replace('_', '-')}", f"{ENV_PREFIX}{field.upper()}")
+        )
         if field in given:
             return given[field], flag
-        variable = f"{ENV_PREFIX}{field.upper()}"
         if field == "port" and variable not in env and "PORT" in env:
             return env["PORT"], "PORT"
-        return env.get(variable), f"{flag} / {variable}"
+        return env.get(variable), variable
 
     sources, _ = raw("model")
     if isinstance(sources, str):
@@ -124,6 +141,12 @@ def load_config(
         if require_model or sources
         else ()
     )
+    model_format, format_where = raw("model_format")
+    if model_format is not None and str(model_format).strip().lower() != "onnx":
+        raise ConfigError(
+            f"{format_where}: the server runs ONNX models, got {model_format!r} "
+            "(`aideploy optimize` converts PyTorch models to ONNX)"
+        )
 
     def integer(field: str, default: int, low: int, high: int) -> int:
         value, spelled = raw(field)
@@ -152,7 +175,7 @@ def load_config(
     body, body_where = raw("max_body_bytes")
     level, level_where = raw("log_level")
     host, host_where = raw("host")
-    cache_dir, _ = raw("cache_dir")
+    model_dir, _ = raw("model_dir")
     log_level = "INFO" if level is None else str(level).strip().upper()
     if log_level not in _LOG_LEVELS:
         raise ConfigError(f"{level_where}: expected one of {', '.join(_LOG_LEVELS)}, got {level!r}")
@@ -163,8 +186,10 @@ def load_config(
         threads=integer("threads", available_cpus(), 1, 1024),
         max_batch_size=integer("max_batch_size", 1, 1, 65536),
         max_batch_delay_ms=decimal("max_batch_delay_ms", 2.0, 0.0, 10_000.0),
+        max_concurrency=integer("max_concurrency", 0, 0, 1_000_000),
+        request_timeout=decimal("request_timeout", 0.0, 0.0, 86_400.0),
         max_body_bytes=64 * 2**20 if body is None else parse_byte_size(str(body), body_where),
-        cache_dir=Path(str(cache_dir) if cache_dir else "~/.cache/aideploy/models").expanduser(),
+        model_dir=Path(str(model_dir) if model_dir else "~/.cache/aideploy/models").expanduser(),
         shutdown_grace_seconds=decimal("shutdown_grace_seconds", 25.0, 0.0, 3600.0),
         keepalive_seconds=decimal("keepalive_seconds", 75.0, 1.0, 86_400.0),
         log_level=log_level,
@@ -174,9 +199,11 @@ def load_config(
 def parse_models(sources: list[str], name: str | None, version: str) -> tuple[ModelSpec, ...]:
     """Turn ``MODEL`` arguments (``source`` or ``name=source``) into named, distinct specs."""
     if not sources:
-        raise ConfigError(f"no model given: pass MODEL or set {ENV_PREFIX}MODEL")
+        raise ConfigError(f"no model given: pass MODEL or set {ENV_PREFIX}MODEL_URI")
     if name is not None and len(sources) > 1:
-        raise ConfigError("--name / AIDEPLOY_SERVE_NAME: only for a single model; use NAME=SOURCE")
+        raise ConfigError(
+            f"--name / {ENV_PREFIX}MODEL_NAME: only for a single model; use NAME=SOURCE"
+        )
     specs: list[ModelSpec] = []
     for argument in sources:
         label, equals, rest = argument.strip().partition("=")

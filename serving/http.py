@@ -126,7 +126,8 @@ class HttpServer:
         for connection in list(self.connections):
             connection.close_when_idle()
         try:
-            await asyncio.wait_for(self._idle.wait(), grace_seconds)
+            if not self._idle.is_set():
+                await asyncio.wait_for(self._idle.wait(), grace_seconds)
             finished = True
         except TimeoutError:
             finished = False

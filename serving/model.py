@@ -153,7 +153,7 @@ def start_loading(config: ServeConfig) -> list[Future[ServedModel]]:
         for spec, future in zip(config.models, futures, strict=True):
             try:
                 model = load_model(
-                    spec, config.cache_dir, config.threads, config.max_batch_size, opening
+                    spec, config.model_dir, config.threads, config.max_batch_size, opening
                 )
             except BaseException as exc:  # handed to the event loop, which reports it
                 future.set_exception(exc)

@@ -106,7 +106,7 @@ def test_uri_source_downloads_once_into_the_cache(tmp_path: Path) -> None:
     """``file://`` goes through fsspec exactly like ``s3://`` would; the copy is reused."""
     build_scale(tmp_path / "remote" / "scale.onnx")
     cache = tmp_path / "cache"
-    env = {"AIDEPLOY_SERVE_CACHE_DIR": str(cache)}
+    env = {"AIDEPLOY_SERVE_MODEL_DIR": str(cache)}
     for attempt in range(2):
         server = start_server(f"file://{tmp_path}/remote/scale.onnx", "--port", "0", env=env)
         try:
@@ -128,7 +128,7 @@ def test_container_entry_point_reads_the_environment_and_healthcheck_follows_it(
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = {
-        "AIDEPLOY_SERVE_MODEL": f"clf={tmp_path / 'scale.onnx'}",
+        "AIDEPLOY_SERVE_MODEL_URI": f"clf={tmp_path / 'scale.onnx'}",
         "PORT": str(port),
         "AIDEPLOY_SERVE_HOST": "0.0.0.0",
     }
@@ -237,8 +237,35 @@ async def test_ready_only_once_loaded_and_the_first_request_waits_for_the_model(
         )
         await asyncio.sleep(0.05)
         assert not waiting.done()
-        app.add_model(load_model(config.models[0], config.cache_dir, threads=1, batch_rows=1))
+        app.add_model(load_model(config.models[0], config.model_dir, threads=1, batch_rows=1))
         response = await waiting
         assert response.status == 200
         assert json.loads(response.body)["outputs"][0]["data"] == [1, 2, 3, 4]
         assert (await app.handle(Request("GET", "/v2/health/ready", "", {}, b""))).status == 200
+
+
+def test_concurrency_limit_is_503_and_request_timeout_is_504(tmp_path: Path) -> None:
+    server = start_server(
+        str(build_scale(tmp_path / "scale.onnx")),
+        *("--port", "0", "--max-batch-size", "64", "--max-batch-delay-ms", "800"),
+        *("--max-concurrency", "1", "--request-timeout", "0.3"),
+    )
+    first: dict[str, Any] = {}
+    body = json.dumps(infer_body(scale_input([[1, 1, 1, 1]])))
+
+    def call() -> None:
+        first["answer"] = server.request("POST", "/v2/models/scale/infer", body)
+
+    try:
+        waiting = threading.Thread(target=call)
+        waiting.start()
+        time.sleep(0.1)
+        status, headers, data = server.request("POST", "/v2/models/scale/infer", body)
+        assert (status, headers["retry-after"]) == (503, "1")
+        assert "limit of 1 concurrent inference requests" in json.loads(data)["error"]
+        waiting.join()
+        status, _, data = first["answer"]
+        assert status == 504
+        assert "longer than the request timeout of 0.3s" in json.loads(data)["error"]
+    finally:
+        assert server.stop() == 0
