@@ -19,7 +19,7 @@ from api.runners.base import (
     IdleCallback,
     RunnerEvent,
 )
-from api.runners.program import program_for
+from api.runners.program import endpoint_from_exports, program_for
 
 
 class MockEngineRunner:
@@ -50,8 +50,7 @@ class MockEngineRunner:
                     )
                 )
             self._stacks[plan.stack_name] = result
-        endpoint = result.exports.get("endpoint")
-        return ApplyOutcome(endpoint=str(endpoint) if endpoint else None)
+        return ApplyOutcome(endpoint=endpoint_from_exports(result.exports, plan.deployment.name))
 
     async def destroy(self, plan: DeploymentPlan, on_event: EventSink) -> None:
         async with self._locks.setdefault(plan.stack_name, asyncio.Lock()):

@@ -149,7 +149,7 @@ async def _interrupted_optimization(settings: Settings, model: Path, attempts: i
                     subject_id=optimized.id,
                     status="running",
                     attempts=attempts,
-                )  # fmt: skip
+                )
             )
             return optimized.id
     finally:
