@@ -1,0 +1,51 @@
+"""Cloud list prices (a versioned data file) and the cost arithmetic built on them."""
+
+from aideploy_iac.pricing.catalog import (
+    CatalogError,
+    CloudPrices,
+    ManagedEndpointPrices,
+    ManagedInstance,
+    NodeType,
+    Price,
+    PriceCatalog,
+    RegionPrices,
+    ServerlessPrices,
+    load_catalog,
+)
+from aideploy_iac.pricing.estimate import (
+    HOURS_PER_MONTH,
+    CostEstimate,
+    UsageProfile,
+    egress_cost,
+    estimate_monthly_cost,
+    managed_endpoint_cost,
+    managed_instance_for,
+    node_for,
+    node_share,
+    serverless_compute_cost,
+    storage_cost,
+)
+
+__all__ = [
+    "HOURS_PER_MONTH",
+    "CatalogError",
+    "CloudPrices",
+    "CostEstimate",
+    "ManagedEndpointPrices",
+    "ManagedInstance",
+    "NodeType",
+    "Price",
+    "PriceCatalog",
+    "RegionPrices",
+    "ServerlessPrices",
+    "UsageProfile",
+    "egress_cost",
+    "estimate_monthly_cost",
+    "load_catalog",
+    "managed_endpoint_cost",
+    "managed_instance_for",
+    "node_for",
+    "node_share",
+    "serverless_compute_cost",
+    "storage_cost",
+]

@@ -1,0 +1,290 @@
+"""Run a Pulumi program under Pulumi's mock engine and return the resource graph it declares.
+
+This is how aideploy shows what a deployment *would* create without any cloud account or Pulumi
+CLI: ``aideploy synth``, the test-suite and the API's mock-engine runner all call
+:func:`synthesize`. Every registered resource is recorded (type, name, parent, inputs and the
+outputs the mocks returned), as are the outputs components register and the stack exports.
+
+Each call runs on a fresh worker thread with its own asyncio event loop: Pulumi keeps its runtime
+settings in context variables and drives RPCs on the thread's event loop, so a new thread gives
+every synthesis a clean runtime and never disturbs a caller's own running loop (the API calls
+this from inside one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime import rpc
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+from aideploy.errors import AideployError
+
+__all__ = [
+    "CallResult",
+    "RecordedResource",
+    "SynthError",
+    "SynthResult",
+    "UnmockedCallError",
+    "synthesize",
+]
+
+CallResult = Callable[[Mapping[str, Any]], dict[str, Any]]
+"""Answers one provider function (invoke) with the outputs a real provider would return."""
+
+
+class SynthError(AideployError):
+    """The program failed while it ran under the mock engine; the message names the cause."""
+
+
+class UnmockedCallError(RuntimeError):
+    """A program invoked a provider function no mock answers; synthesized graphs never guess."""
+
+
+@dataclass(frozen=True)
+class RecordedResource:
+    """One resource the program registered, as the engine saw it."""
+
+    type: str
+    name: str
+    urn: str
+    parent_urn: str | None
+    custom: bool
+    inputs: dict[str, Any]
+    outputs: dict[str, Any] = field(default_factory=dict)
+    """For custom resources the mocked provider state; for components what they registered."""
+
+    @property
+    def parent_name(self) -> str | None:
+        """The parent's logical name (``None`` for resources parented to the stack)."""
+        if self.parent_urn is None:
+            return None
+        return self.parent_urn.rsplit("::", 1)[-1]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "name": self.name,
+            "parent": self.parent_name,
+            "custom": self.custom,
+            "inputs": self.inputs,
+            "outputs": self.outputs,
+        }
+
+
+@dataclass(frozen=True)
+class SynthResult:
+    """Everything a program declared, in registration order, plus the stack's exports."""
+
+    project: str
+    stack: str
+    resources: tuple[RecordedResource, ...]
+    exports: dict[str, Any]
+
+    def __iter__(self) -> Iterator[RecordedResource]:
+        return iter(self.resources)
+
+    def of_type(self, type_token: str) -> list[RecordedResource]:
+        return [resource for resource in self.resources if resource.type == type_token]
+
+    def named(self, name: str) -> RecordedResource:
+        """The one resource with this logical name; ``KeyError`` naming the known ones if absent."""
+        for resource in self.resources:
+            if resource.name == name:
+                return resource
+        known = ", ".join(sorted(resource.name for resource in self.resources))
+        raise KeyError(f"no resource named {name!r}; registered: {known}")
+
+    def children_of(self, parent_name: str) -> list[RecordedResource]:
+        return [resource for resource in self.resources if resource.parent_name == parent_name]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "project": self.project,
+            "stack": self.stack,
+            "resources": [resource.to_json() for resource in self.resources],
+            "exports": self.exports,
+        }
+
+
+# Outputs that real providers compute and programs read back (endpoints), keyed by type token.
+# The mock engine otherwise echoes inputs as outputs, which is what Pulumi's own mocks do.
+def _computed_outputs(resource_type: str, name: str, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    if resource_type == "aws:lambda/functionUrl:FunctionUrl":
+        return {"functionUrl": f"https://{name}.lambda-url.mock.on.aws/"}
+    if resource_type == "gcp:cloudrunv2/service:Service":
+        return {"uri": f"https://{inputs.get('name', name)}-mock.a.run.app"}
+    if resource_type == "azure-native:app:ContainerApp":
+        configuration = dict(inputs.get("configuration") or {})
+        fqdn = f"{inputs.get('containerAppName', name)}.mock.azurecontainerapps.io"
+        configuration["ingress"] = {**(configuration.get("ingress") or {}), "fqdn": fqdn}
+        return {"configuration": configuration, "latestRevisionFqdn": fqdn}
+    if resource_type == "aws:ecr/repository:Repository":
+        return {"repositoryUrl": f"123456789012.dkr.ecr.us-east-1.amazonaws.com/{name}"}
+    if resource_type == "aws:iam/role:Role":
+        return {"arn": f"arn:aws:iam::123456789012:role/{name}"}
+    if resource_type == "aws:eks/cluster:Cluster":
+        return {
+            "endpoint": f"https://{name}.mock.eks.amazonaws.com",
+            "certificateAuthority": {"data": "bW9jaw=="},
+        }
+    return {}
+
+
+class _RecordingMocks(pulumi.runtime.Mocks):
+    def __init__(self, call_results: Mapping[str, CallResult]) -> None:
+        self._call_results = dict(call_results)
+
+    def new_resource(
+        self, args: pulumi.runtime.MockResourceArgs
+    ) -> tuple[str | None, dict[str, Any]]:
+        state = {**args.inputs, **_computed_outputs(args.typ, args.name, args.inputs)}
+        return f"{args.name}-id", state
+
+    def call(
+        self, args: pulumi.runtime.MockCallArgs
+    ) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+        answer = self._call_results.get(args.token)
+        if answer is None:
+            known = ", ".join(sorted(self._call_results)) or "none"
+            raise UnmockedCallError(
+                f"provider function {args.token!r} has no mock (mocked functions: {known})"
+            )
+        return answer(args.args), None
+
+
+class _RecordingMonitor(pulumi_mocks.MockMonitor):
+    """The SDK's mock monitor, also recording parents, inputs and registered component outputs."""
+
+    def __init__(self, mocks: _RecordingMocks) -> None:
+        super().__init__(mocks)
+        self.recorded: dict[str, RecordedResource] = {}
+
+    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - gRPC method name
+        response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
+        if request.type != "pulumi:pulumi:Stack":
+            registration = self.resources.get(response.urn)
+            self.recorded[response.urn] = RecordedResource(
+                type=request.type,
+                name=request.name,
+                urn=response.urn,
+                parent_urn=_parent_or_none(request.parent),
+                custom=bool(request.custom),
+                inputs=_whole_numbers(rpc.deserialize_properties(request.object)),
+                outputs=_whole_numbers(dict(registration.state))
+                if registration and request.custom
+                else {},
+            )
+        return response
+
+    def RegisterResourceOutputs(self, request: Any) -> Any:  # noqa: N802 - gRPC method name
+        recorded = self.recorded.get(request.urn)
+        if recorded is not None:
+            outputs = _whole_numbers(rpc.deserialize_properties(request.outputs))
+            self.recorded[request.urn] = RecordedResource(
+                type=recorded.type,
+                name=recorded.name,
+                urn=recorded.urn,
+                parent_urn=recorded.parent_urn,
+                custom=recorded.custom,
+                inputs=recorded.inputs,
+                outputs=outputs,
+            )
+        return super().RegisterResourceOutputs(request)  # type: ignore[no-untyped-call]
+
+
+def _whole_numbers(value: Any) -> Any:
+    """Give back the integers the wire format turned into floats (``8080.0`` -> ``8080``).
+
+    Pulumi carries every number as a protobuf double; manifests and JSON read better, and
+    validate against integer schemas, with whole numbers written as integers.
+    """
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _whole_numbers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers(item) for item in value]
+    return value
+
+
+def _parent_or_none(parent_urn: str) -> str | None:
+    """Resources parented to the stack count as top level."""
+    if not parent_urn or parent_urn.split("::")[2] == "pulumi:pulumi:Stack":
+        return None
+    return parent_urn
+
+
+def _run_on_fresh_loop(
+    program: Callable[[], object],
+    project: str,
+    stack: str,
+    call_results: Mapping[str, CallResult],
+) -> SynthResult:
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        monitor = _RecordingMonitor(_RecordingMocks(call_results))
+        pulumi.runtime.set_mocks(
+            monitor.mocks, project=project, stack=stack, preview=False, monitor=monitor
+        )
+        root = pulumi.runtime.get_root_resource()
+        exports: dict[str, Any] = {}
+
+        async def run_and_collect_exports() -> None:
+            program()
+            stack_outputs = getattr(root, "outputs", {})
+            exports.update(await pulumi.Output.from_input(stack_outputs).future() or {})
+
+        _sync_await(run_pulumi_func(lambda: run_and_collect_exports()))
+        return SynthResult(
+            project=project,
+            stack=stack,
+            resources=tuple(monitor.recorded.values()),
+            exports=exports,
+        )
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        asyncio.set_event_loop(None)
+        loop.close()
+
+
+def synthesize(
+    program: Callable[[], object],
+    *,
+    project: str = "aideploy",
+    stack: str = "synth",
+    call_results: Mapping[str, CallResult] | None = None,
+) -> SynthResult:
+    """Run ``program`` under the mock engine and return every resource it registered.
+
+    ``call_results`` answers provider functions (invokes) by token; any other invoke fails the
+    synthesis rather than returning made-up data. User errors raised by the program
+    (:class:`~aideploy.errors.AideployError`) propagate unchanged; any other failure is wrapped
+    in :class:`SynthError`.
+    """
+    outcome: list[SynthResult] = []
+    failure: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            outcome.append(_run_on_fresh_loop(program, project, stack, call_results or {}))
+        except BaseException as exc:  # handed to the calling thread below
+            failure.append(exc)
+
+    thread = threading.Thread(target=worker, name=f"aideploy-synth-{stack}", daemon=True)
+    thread.start()
+    thread.join()
+    if failure:
+        error = failure[0]
+        if isinstance(error, AideployError):
+            raise error
+        raise SynthError(f"the program failed under the mock engine: {error}") from error
+    return outcome[0]
