@@ -264,13 +264,14 @@ def fetch_model(source: str, cache_dir: Path) -> Path:
         for name, meta in sorted(listing.items())
     }
     tail = remote.rstrip("/").rsplit("/", 1)[-1] or "model"
-    target = cache_dir.expanduser() / f"{hashlib.sha256(source.encode()).hexdigest()[:16]}-{tail}"
+    key = f"{hashlib.sha256(source.encode()).hexdigest()[:16]}-{tail}"
+    target = cache_dir.expanduser() / key
     stamp = target / _STAMP
     if stamp.is_file() and json.loads(stamp.read_text()) == fingerprint:
         log.info("model %s: using the cached copy in %s", source, target)
         return target / tail
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".download-", dir=target.parent))
+    staging = _staging_folder(target.parent)
+    target = staging.parent / key
     try:
         log.info("model %s: downloading %d file(s) into %s", source, len(listing), target)
         if info.get("type") == "directory":
@@ -286,3 +287,21 @@ def fetch_model(source: str, cache_dir: Path) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target / tail
+
+
+def _staging_folder(cache_dir: Path) -> Path:
+    """A fresh download folder in ``cache_dir``, or in the temporary directory when that is
+    read-only: AWS Lambda's filesystem is, apart from ``/tmp``, whatever the variable says."""
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=".download-", dir=cache_dir))
+    except OSError as exc:
+        fallback = Path(tempfile.gettempdir()) / "aideploy-models"
+        log.warning(
+            "model folder %s is not writable (%s); downloading into %s",
+            cache_dir,
+            exc.strerror,
+            fallback,
+        )
+        fallback.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=".download-", dir=fallback))

@@ -269,3 +269,31 @@ def test_concurrency_limit_is_503_and_request_timeout_is_504(tmp_path: Path) -> 
         assert "longer than the request timeout of 0.3s" in json.loads(data)["error"]
     finally:
         assert server.stop() == 0
+
+
+def test_fetch_through_fsspec_memory_filesystem_and_read_only_fallback(tmp_path: Path) -> None:
+    """An object-store folder (fsspec's in-memory filesystem standing in for s3://) is copied
+    whole, reused while unchanged, fetched again when it changes; an unwritable model folder
+    falls back to the temporary directory (AWS Lambda)."""
+    import fsspec
+
+    from serving.model import fetch_model, model_file
+
+    memory = fsspec.filesystem("memory")
+    scale = build_scale(tmp_path / "scale.onnx").read_bytes()
+    memory.pipe("/bucket/enc/model.onnx", scale)
+    memory.pipe("/bucket/enc/model.onnx.data", b"weights")
+    cache = tmp_path / "cache"
+    first = fetch_model("memory://bucket/enc", cache)
+    assert model_file(first, "memory://bucket/enc").read_bytes() == scale
+    assert (first / "model.onnx.data").read_bytes() == b"weights"
+    assert fetch_model("memory://bucket/enc", cache) == first
+    memory.pipe("/bucket/enc/model.onnx.data", b"new weights")
+    assert (
+        fetch_model("memory://bucket/enc", cache) / "model.onnx.data"
+    ).read_bytes() == b"new weights"
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")  # mkdir under a file fails even for root, like a read-only FS
+    fetched = fetch_model("memory://bucket/enc/model.onnx", not_a_folder / "models")
+    assert fetched.read_bytes() == scale
+    assert not fetched.is_relative_to(tmp_path)
