@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from aideploy.schema import Deployment, DeploymentCreate, DeploymentUpdate, Message
 from api.auth.middleware import CurrentUser
 from api.context import ApiContext
-from api.db.tables import DeploymentEventRow
+from api.db.tables import DeploymentEventRow, DeploymentRow
 from api.deployments import service
 from api.deployments.schemas import DeploymentEvent
 from api.deployments.service import BUSY, Operation
@@ -176,7 +176,7 @@ async def _stream(
             rows = await service.list_events(
                 session, deployment_id, after_id=last_id, operation_id=operation_id
             )
-            row = await session.get(service.DeploymentRow, deployment_id)
+            row = await session.get(DeploymentRow, deployment_id)
             running = row is not None and row.status in BUSY
         for event_row in rows:
             last_id = event_row.id

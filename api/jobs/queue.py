@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -185,20 +185,17 @@ class SaqQueue:
 
     async def start(self, context: ApiContext) -> None:
         from saq import Worker
+        from saq.types import Context
 
-        async def run(_ctx: dict[str, Any], *, job_id: str) -> None:
+        async def run(_ctx: Context, *, job_id: str) -> None:
             try:
                 await run_job(context, job_id)
             finally:
                 self._pending.discard(job_id)
 
-        class EmbeddedWorker(Worker):
-            SIGNALS: ClassVar[list[Any]] = []  # the web server owns SIGINT/SIGTERM
-
         await self._queue.connect()
-        worker = EmbeddedWorker(
-            self._queue, functions=[("run_job", run)], concurrency=self._concurrency
-        )
+        worker = Worker(self._queue, functions=[("run_job", run)], concurrency=self._concurrency)
+        worker.SIGNALS = []  # the web server owns SIGINT/SIGTERM (and they need the main thread)
         self._worker_task = asyncio.create_task(worker.start(), name="saq-worker")
         self._worker_task.add_done_callback(_log_worker_exit)
 

@@ -100,7 +100,7 @@ class ModelController(Controller):
         return ModelUploadResponse(
             model_id=row.id,
             name=row.name,
-            framework=row.framework,  # type: ignore[arg-type]
+            framework=Framework(row.framework),
             version=row.version,
             storage_path=row.storage_path,
             created_at=row.created_at,

@@ -92,7 +92,7 @@ def settings(isolated_settings: Path, database_url: str | None) -> Settings:
         data_dir=isolated_settings,
         database_url=database_url,
         admin_username=ADMIN[0],
-        admin_password=ADMIN[1],  # type: ignore[arg-type]
+        admin_password=ADMIN[1],
         max_upload_bytes=1024 * 1024,
     )
 
