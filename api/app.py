@@ -10,6 +10,7 @@ from typing import Any
 
 from litestar import Litestar, get
 from litestar.config.cors import CORSConfig
+from litestar.logging import LoggingConfig
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
@@ -60,7 +61,6 @@ def default_runners(settings: Settings) -> RunnerSet:
 def create_app(settings: Settings | None = None, *, runners: RunnerSet | None = None) -> Litestar:
     """The API. ``runners`` replaces the engines (tests inject the mock-engine runner)."""
     settings = settings or load_settings()
-    logging.getLogger("aideploy").setLevel(settings.log_level)
     database = Database(settings.effective_database_url)
     context = ApiContext(
         settings=settings,
@@ -103,6 +103,14 @@ def create_app(settings: Settings | None = None, *, runners: RunnerSet | None = 
         lifespan=[lifespan],
         middleware=[DefineMiddleware(BearerAuthMiddleware, exclude=_PUBLIC_PATHS)],
         exception_handlers=exception_handlers,
+        logging_config=LoggingConfig(
+            configure_root_logger=False,  # the host (uvicorn, the demo, tests) owns the root
+            loggers={
+                "aideploy": {"level": settings.log_level, "handlers": ["queue_listener"]},
+                "litestar": {"level": "WARNING", "handlers": ["queue_listener"]},
+            },
+            log_exceptions="never",  # api.errors logs unexpected errors once, with traceback
+        ),
         before_send=[add_security_headers],
         cors_config=(
             CORSConfig(allow_origins=settings.cors_allowed_origins, allow_credentials=False)

@@ -45,6 +45,16 @@ def serve_api(
     )
 
 
+def demo(
+    keep: Annotated[bool, typer.Option("--keep", help="Keep the demo's data directory.")] = False,
+) -> None:
+    """Walk a first session over HTTP: token, upload, optimize, deploy locally, infer,
+    hibernate and activate, analytics."""
+    from api.demo import run_demo
+
+    run_demo(keep=keep)
+
+
 @users_app.command("add")
 def add_user(
     username: Annotated[str, typer.Argument(help="The new user's name.")],
