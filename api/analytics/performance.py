@@ -1,0 +1,293 @@
+"""Request volume, latency and errors of recorded usage; fixed-threshold and statistical anomalies.
+
+Two kinds of anomaly are reported, each at the time it began:
+
+- **Thresholds** (the API contract's: error rate above 5 %, mean latency above 1000 ms;
+  configurable), checked on every recorded interval with enough requests to judge.
+- **Statistical**: each hour against the deployment's own baseline: the same hour on up to
+  the seven previous days when three or more exist (so a daily rhythm is not an anomaly), else
+  the trailing day. The baseline's median and median absolute deviation give a robust z-score,
+  with a noise floor (Poisson for counts, binomial for error rates) so quiet deployments are not
+  flagged for a handful of requests.
+
+Consecutive anomalous intervals of one kind form one anomaly, reported once with its worst value.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from aideploy.schema import (
+    Anomaly,
+    ModelType,
+    PerformanceAnalysis,
+    PerformanceStats,
+    Recommendation,
+)
+from api.analytics.records import (
+    HOUR,
+    DeploymentFacts,
+    UsageSample,
+    Window,
+    by_deployment,
+    latency_percentile,
+    merge,
+    to_hourly,
+)
+
+__all__ = ["PerformanceThresholds", "analyze_performance", "find_anomalies", "stats_of"]
+
+_MAD_TO_SIGMA = 1.4826
+"""Scales the median absolute deviation to a standard deviation for normal data."""
+
+
+@dataclass(frozen=True)
+class PerformanceThresholds:
+    error_rate_percent: float = 5.0
+    latency_ms: float = 1000.0
+    min_requests: int = 20
+    """Intervals with fewer requests are too small to judge rates and means by."""
+    z_score: float = 4.0
+    """How many robust standard deviations from the baseline make an hour anomalous."""
+    min_baseline_hours: int = 12
+    optimize_latency_ms: float = 100.0
+    """Deployments of an original (unoptimized) model slower than this at p95 are told to
+    optimize it."""
+
+
+def stats_of(samples: Sequence[UsageSample]) -> PerformanceStats:
+    if not samples:
+        return PerformanceStats(requests=0, avg_latency=0.0, error_rate=0.0)
+    total = merge(samples[0].deployment_id, samples[0].start, 0, samples)
+    return PerformanceStats(
+        requests=total.requests,
+        avg_latency=round(total.avg_latency_ms, 3),
+        error_rate=round(total.error_rate, 4),
+        p95_latency=_rounded(latency_percentile(total.latency_buckets, 0.95)),
+        p99_latency=_rounded(latency_percentile(total.latency_buckets, 0.99)),
+    )
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+@dataclass(frozen=True)
+class _Flag:
+    kind: str
+    start: datetime
+    end: datetime
+    severity: float
+    """Orders the flags of one episode: the worst one's message is reported."""
+    message: str
+
+
+def _episodes(flags: list[_Flag]) -> list[Anomaly]:
+    """Merge back-to-back flags of one kind; report each run at its start, with its worst flag."""
+    anomalies: list[Anomaly] = []
+    flags.sort(key=lambda flag: (flag.kind, flag.start))
+    run: list[_Flag] = []
+    for flag in [*flags, None]:
+        if run and (flag is None or flag.kind != run[-1].kind or flag.start > run[-1].end):
+            worst = max(run, key=lambda item: item.severity)
+            anomalies.append(
+                Anomaly(type=run[0].kind, message=worst.message, timestamp=run[0].start)
+            )
+            run = []
+        if flag is not None:
+            run.append(flag)
+    anomalies.sort(key=lambda anomaly: anomaly.timestamp)
+    return anomalies
+
+
+def _threshold_flags(samples: Sequence[UsageSample], limits: PerformanceThresholds) -> list[_Flag]:
+    flags: list[_Flag] = []
+    for sample in samples:
+        if sample.requests < limits.min_requests:
+            continue
+        rate, latency = sample.error_rate, sample.avg_latency_ms
+        if rate > limits.error_rate_percent:
+            message = (
+                f"High error rate detected: {rate:.1f}% (threshold: {limits.error_rate_percent:g}%)"
+            )
+            flags.append(_Flag("high_error_rate", sample.start, sample.end, rate, message))
+        if latency > limits.latency_ms:
+            message = f"High latency detected: {latency:.0f}ms (threshold: {limits.latency_ms:g}ms)"
+            flags.append(_Flag("high_latency", sample.start, sample.end, latency, message))
+    return flags
+
+
+def _baseline(
+    series: Mapping[datetime, float], hour: datetime, limits: PerformanceThresholds
+) -> list[float]:
+    """Earlier values to judge ``hour`` by: the same hour of previous days, else the last day."""
+    same_hour = [
+        series[day] for day in (hour - timedelta(days=k) for k in range(1, 8)) if day in series
+    ]
+    if len(same_hour) >= 3:
+        return same_hour
+    trailing = [series[past] for past in (hour - HOUR * k for k in range(1, 25)) if past in series]
+    return trailing if len(trailing) >= limits.min_baseline_hours else []
+
+
+def _robust_z(
+    series: Mapping[datetime, float],
+    hour: datetime,
+    limits: PerformanceThresholds,
+    noise_floor: Callable[[float], float],
+) -> tuple[float, float] | None:
+    """The z-score of ``series[hour]`` against its baseline, and the baseline's median; ``None``
+    without enough baseline. ``noise_floor(median)`` is the least spread assumed."""
+    baseline = _baseline(series, hour, limits)
+    if not baseline:
+        return None
+    median = statistics.median(baseline)
+    mad = statistics.median(abs(item - median) for item in baseline)
+    sigma = max(_MAD_TO_SIGMA * mad, noise_floor(median))
+    return (series[hour] - median) / sigma, median
+
+
+def _statistical_flags(hourly: Sequence[UsageSample], limits: PerformanceThresholds) -> list[_Flag]:
+    if not hourly:
+        return []
+    first, last = hourly[0].start, hourly[-1].start
+    present = {sample.start: sample for sample in hourly}
+    hours = [first + HOUR * k for k in range(int((last - first) / HOUR) + 1)]
+    # Hours without a sample had no traffic: they are zeros of the request series.
+    requests = {hour: float(present[hour].requests if hour in present else 0) for hour in hours}
+    judged = {
+        hour: sample for hour, sample in present.items() if sample.requests >= limits.min_requests
+    }
+    latency = {hour: sample.avg_latency_ms for hour, sample in judged.items()}
+    errors = {hour: sample.error_rate for hour, sample in judged.items()}
+    flags: list[_Flag] = []
+    for hour in hours:
+        found = _robust_z(requests, hour, limits, lambda median: max(1.0, math.sqrt(median)))
+        if found is not None and abs(found[0]) > limits.z_score:
+            z, median = found
+            kind, verb = ("request_spike", "spiked") if z > 0 else ("request_drop", "dropped")
+            message = (
+                f"Requests {verb} to {requests[hour]:.0f}/h (usual: {median:.0f}/h, "
+                f"z-score {z:+.1f})"
+            )
+            flags.append(_Flag(kind, hour, hour + HOUR, abs(z), message))
+        if hour not in judged:
+            continue
+        count = judged[hour].requests
+        found = _robust_z(latency, hour, limits, lambda median: 0.05 * median + 0.1)
+        if found is not None and found[0] > limits.z_score:
+            message = f"Latency rose to {latency[hour]:.1f}ms (usual: {found[1]:.1f}ms)"
+            flags.append(_Flag("latency_spike", hour, hour + HOUR, found[0], message))
+
+        def binomial(median: float, count: int = count) -> float:
+            share = max(median, 100.0 / count) / 100.0
+            return 100.0 * math.sqrt(share * (1 - share) / count)
+
+        found = _robust_z(errors, hour, limits, binomial)
+        if found is not None and found[0] > limits.z_score:
+            message = f"Error rate rose to {errors[hour]:.1f}% (usual: {found[1]:.1f}%)"
+            flags.append(_Flag("error_spike", hour, hour + HOUR, found[0], message))
+    return flags
+
+
+def find_anomalies(samples: Sequence[UsageSample], limits: PerformanceThresholds) -> list[Anomaly]:
+    """One deployment's threshold and statistical anomalies, oldest first."""
+    flags = _threshold_flags(samples, limits) + _statistical_flags(to_hourly(samples), limits)
+    return _episodes(flags)
+
+
+def _recommendations(
+    facts: Mapping[str, DeploymentFacts],
+    stats: Mapping[str, PerformanceStats],
+    limits: PerformanceThresholds,
+) -> list[Recommendation]:
+    def names(ids: list[str]) -> str:
+        return ", ".join(facts[item].name for item in ids)
+
+    recommendations: list[Recommendation] = []
+    slow = [
+        key for key, item in stats.items() if item.requests and item.avg_latency > limits.latency_ms
+    ]
+    if slow:
+        recommendations.append(
+            Recommendation(
+                type="high_latency_deployments",
+                message=f"Consider optimizing high-latency deployments: {names(slow)}",
+                impact="high",
+            )
+        )
+    failing = [
+        key
+        for key, item in stats.items()
+        if item.requests and item.error_rate > limits.error_rate_percent
+    ]
+    if failing:
+        recommendations.append(
+            Recommendation(
+                type="high_error_rate_deployments",
+                message=(
+                    f"Investigate deployments failing more than {limits.error_rate_percent:g}% of "
+                    f"requests: {names(failing)} (see GET /deployments/{{id}}/events and the "
+                    "server logs)"
+                ),
+                impact="high",
+            )
+        )
+    unoptimized = [
+        key
+        for key, item in stats.items()
+        if facts[key].deployment.model_type is ModelType.ORIGINAL
+        and (item.p95_latency or 0.0) > limits.optimize_latency_ms
+    ]
+    if unoptimized:
+        recommendations.append(
+            Recommendation(
+                type="model_optimization",
+                message=(
+                    "Consider optimizing models using quantization, pruning, or distillation to "
+                    f"improve performance: {names(unoptimized)} serve unoptimized models with p95 "
+                    f"latency above {limits.optimize_latency_ms:g}ms (POST /models/{{id}}/optimize)"
+                ),
+                impact="medium",
+            )
+        )
+    return recommendations
+
+
+def analyze_performance(
+    facts: Mapping[str, DeploymentFacts],
+    samples: Sequence[UsageSample],
+    window: Window,
+    limits: PerformanceThresholds,
+) -> PerformanceAnalysis:
+    """``GET /analytics/performance``: one owner's deployments and their samples in ``window``."""
+    grouped = by_deployment(
+        sample
+        for sample in samples
+        if sample.deployment_id in facts and window.start <= sample.start < window.end
+    )
+    per_deployment = {key: stats_of(grouped.get(key, [])) for key in facts}
+    by_type: dict[str, list[UsageSample]] = {}
+    for key, item in facts.items():
+        by_type.setdefault(item.type.value, []).extend(grouped.get(key, []))
+    everything = [sample for parts in grouped.values() for sample in parts]
+    overall = stats_of(everything)
+    anomalies = {
+        key: found for key in facts if (found := find_anomalies(grouped.get(key, []), limits))
+    }
+    return PerformanceAnalysis(
+        timestamp=window.end,
+        total_requests=overall.requests,
+        avg_latency=overall.avg_latency,
+        error_rate=overall.error_rate,
+        performance_by_type={kind: stats_of(parts) for kind, parts in by_type.items()},
+        performance_by_deployment=per_deployment,
+        recommendations=_recommendations(facts, per_deployment, limits),
+        anomalies=anomalies,
+        start_time=window.start,
+        end_time=window.end,
+    )
