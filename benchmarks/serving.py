@@ -1,0 +1,557 @@
+"""Serving benchmark: the server against onnxruntime itself, on a BERT-style text encoder.
+
+Models: ``benchmarks/models.py``'s 6-layer x 384 encoder with mean pooling in the graph (fp32)
+and its int8 version from ``optimizer.optimize`` (dynamic quantization). For each:
+
+* cold start: process start to the first successful inference over HTTP (model file in the
+  page cache), against the raw-onnxruntime process floor (start, import, create the session,
+  first inference), medians of interleaved runs; parts from both processes;
+* p50/p99 latency and throughput at concurrency 1, 8 and 32 over loopback, measured by a
+  bounded-time load generator in its own process (asyncio, raw keep-alive sockets, binary
+  tensors as tritonclient sends them), against onnxruntime called in-process on the same inputs
+  in a loop (the single-process compute limit);
+* resident memory of the server after the load against the raw-onnxruntime process.
+
+Prints a rich table and writes ``benchmarks/results/serving.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: the repository first, before benchmarks/
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results" / "serving.json"
+THREADS = 2
+SEQUENCE = 128
+COLD_RUNS = 7
+console = Console(width=150 if not sys.stdout.isatty() else None)
+
+# Raw onnxruntime: the same process shape as the server's start, minus the server.
+FLOOR = """
+import time
+started = time.perf_counter()
+import json, sys
+import numpy as np
+import onnxruntime as ort
+imported = time.perf_counter()
+options = ort.SessionOptions()
+options.intra_op_num_threads = {threads}
+options.inter_op_num_threads = 1
+options.log_severity_level = 3
+session = ort.InferenceSession({model!r}, options, providers=["CPUExecutionProvider"])
+created = time.perf_counter()
+feeds = dict(np.load({inputs!r}))
+session.run(None, feeds)
+done = time.perf_counter()
+print(json.dumps({{"imports": imported - started, "session": created - imported, "first_run": done - created}}), flush=True)
+"""
+
+
+@dataclass
+class Latency:
+    p50_ms: float
+    p99_ms: float
+    throughput: float
+    requests: int
+    errors: int = 0
+
+    @classmethod
+    def of(cls, seconds: list[float], elapsed: float, errors: int = 0) -> Latency:
+        ordered = sorted(seconds)
+        return cls(
+            p50_ms=1000 * ordered[len(ordered) // 2],
+            p99_ms=1000 * ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
+            throughput=len(ordered) / elapsed,
+            requests=len(ordered),
+            errors=errors,
+        )
+
+
+@dataclass
+class ModelResult:
+    name: str
+    file_mb: float
+    floor_cold_s: float
+    server_cold_s: float
+    floor_parts_s: dict[str, float]
+    server_parts_s: dict[str, float]
+    raw: Latency
+    server: dict[str, Latency] = field(default_factory=dict)
+    raw_rss_mb: float = 0.0
+    server_rss_mb: float = 0.0
+
+    @property
+    def cold_ratio(self) -> float:
+        return self.server_cold_s / self.floor_cold_s
+
+
+# --- helpers run in their own processes -----------------------------------------------------
+
+
+def raw_loop(model: str, inputs: str, seconds: float, threads: int) -> dict[str, Any]:
+    """onnxruntime in-process, one request after another: the floor the server is held to."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    feeds = dict(np.load(inputs))
+    for _ in range(5):
+        session.run(None, feeds)
+    timings: list[float] = []
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        before = time.perf_counter()
+        session.run(None, feeds)
+        timings.append(time.perf_counter() - before)
+    elapsed = time.perf_counter() - started
+    return {"latency": asdict(Latency.of(timings, elapsed)), "rss_mb": rss_mb(os.getpid())}
+
+
+async def load_generator(
+    port: int, request: bytes, concurrency: int, seconds: float, warmup: float
+) -> dict[str, Any]:
+    """``concurrency`` keep-alive connections sending ``request`` back to back until time is up;
+    only responses completed after ``warmup`` seconds count."""
+    timings: list[float] = []
+    errors = 0
+    begin = time.perf_counter()
+    measure_from, stop_at = begin + warmup, begin + warmup + seconds
+
+    async def connection() -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        while (now := time.perf_counter()) < stop_at:
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+            done = time.perf_counter()
+            if not head.startswith(b"HTTP/1.1 200"):
+                errors += 1
+            elif now >= measure_from:
+                timings.append(done - now)
+        writer.close()
+
+    await asyncio.gather(*(connection() for _ in range(concurrency)))
+    return {"latency": asdict(Latency.of(timings, time.perf_counter() - measure_from, errors))}
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+# --- orchestration ----------------------------------------------------------------------------
+
+
+def build_models(work: Path) -> dict[str, Path]:
+    """The fp32 pooled encoder and the optimizer's int8 version of it (both cached in ``work``)."""
+    from aideploy.schema import OptimizationRequest
+    from benchmarks import models
+    from optimizer import optimize
+    from serving.model import model_file
+
+    fp32 = models.build_text_encoder(work, pretrained=False, pooling=True, seq_len=SEQUENCE)
+    request = OptimizationRequest.model_validate(
+        {
+            "method": "quantization",
+            "metadata": {"precision": "int8", "batch_sizes": [1], "threads": THREADS},
+        }
+    )
+    console.print("[dim]int8: optimizer.optimize (cached after the first run)[/]")
+    int8 = model_file(optimize(fp32, request, work / "optimized").artifact, "int8")
+    return {"encoder fp32": fp32, "encoder int8": int8}
+
+
+def encoder_inputs(work: Path) -> tuple[Path, bytes, bytes]:
+    """One realistic request (seeded token ids, full attention): as ``.npz`` for the raw
+    process, and as HTTP bytes with binary tensors (tritonclient's default) and with JSON."""
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1000, 30000, size=(1, SEQUENCE), dtype=np.int64)
+    ids[0, 0], ids[0, -1] = 101, 102
+    mask = np.ones((1, SEQUENCE), dtype=np.int64)
+    path = work / "encoder_request.npz"
+    np.savez(path, input_ids=ids, attention_mask=mask)
+    header = {
+        "inputs": [
+            {
+                "name": name,
+                "shape": list(array.shape),
+                "datatype": "INT64",
+                "parameters": {"binary_data_size": array.nbytes},
+            }
+            for name, array in (("input_ids", ids), ("attention_mask", mask))
+        ],
+        "outputs": [{"name": "sentence_embedding", "parameters": {"binary_data": True}}],
+    }
+    document = json.dumps(header).encode()
+    binary = document + ids.tobytes() + mask.tobytes()
+    as_json = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": name,
+                    "shape": list(array.shape),
+                    "datatype": "INT64",
+                    "data": array.ravel().tolist(),
+                }
+                for name, array in (("input_ids", ids), ("attention_mask", mask))
+            ]
+        }
+    ).encode()
+    return path, binary, as_json
+
+
+def http_request(model: str, body: bytes, binary_header: bool) -> bytes:
+    extra = f"Inference-Header-Content-Length: {_json_length(body)}\r\n" if binary_header else ""
+    return (
+        f"POST /v2/models/{model}/infer HTTP/1.1\r\nHost: bench\r\nContent-Length: {len(body)}\r\n{extra}\r\n".encode()
+        + body
+    )
+
+
+def _json_length(body: bytes) -> int:
+    """Where the JSON header of a binary request ends (the decoder stops at the first object)."""
+    return json.JSONDecoder().raw_decode(body.decode("latin-1"))[1]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def start_server(model: Path, name: str, port: int, *extra: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "serving",
+            f"{name}={model}",
+            "--port",
+            str(port),
+            "--threads",
+            str(THREADS),
+            "--log-level",
+            "WARNING",
+            *extra,
+        ],
+        cwd=ROOT,
+    )
+
+
+def exchange(port: int, request: bytes, deadline: float) -> bytes:
+    """Connect (retrying while the port is not open yet), send, and read one response."""
+    while True:
+        try:
+            sock = socket.create_connection(("127.0.0.1", port))
+            break
+        except OSError:
+            if time.perf_counter() > deadline:
+                raise
+            time.sleep(0.001)
+    with sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(request)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += sock.recv(65536)
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        while len(body) < length:
+            body += sock.recv(65536)
+    if not head.startswith(b"HTTP/1.1 200"):
+        raise RuntimeError(f"server answered {head[:60]!r}: {body[:200]!r}")
+    return body
+
+
+def metric(port: int, name: str) -> float:
+    text = exchange(
+        port, b"GET /metrics HTTP/1.1\r\nHost: bench\r\n\r\n", time.perf_counter() + 5
+    ).decode()
+    return float(
+        next(line.rsplit(" ", 1)[1] for line in text.splitlines() if line.startswith(name))
+    )
+
+
+def cold_start(
+    model: Path, inputs: Path, request: bytes
+) -> tuple[float, float, dict[str, float], dict[str, float]]:
+    """Interleaved floor/server cold starts; medians of the totals and of the parts."""
+    model.read_bytes()  # into the page cache
+    floors, servers, floor_parts, loads = [], [], [], []
+    script = FLOOR.format(threads=THREADS, model=str(model), inputs=str(inputs))
+    for _ in range(COLD_RUNS):
+        started = time.perf_counter()
+        floor = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, check=True
+        )
+        floors.append(time.perf_counter() - started)
+        floor_parts.append(json.loads(floor.stdout))
+        port = free_port()
+        started = time.perf_counter()
+        server = start_server(model, "m", port)
+        try:
+            exchange(port, request, started + 60)
+            servers.append(time.perf_counter() - started)
+            loads.append(metric(port, 'aideploy_model_load_seconds{model="m"}'))
+        finally:
+            server.terminate()
+            server.wait()
+    parts = {key: statistics.median(p[key] for p in floor_parts) for key in floor_parts[0]}
+    server_parts = {"load (session + warm-up)": statistics.median(loads)}
+    return statistics.median(floors), statistics.median(servers), parts, server_parts
+
+
+def run_helper(*args: str) -> dict[str, Any]:
+    result = subprocess.run(
+        [sys.executable, __file__, *args], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    return dict(json.loads(result.stdout))
+
+
+def steady_state(
+    name: str, model: Path, inputs: Path, binary: bytes, as_json: bytes, seconds: float
+) -> tuple[Latency, float, dict[str, Latency], float]:
+    raw = run_helper("raw", str(model), str(inputs), str(seconds))
+    port = free_port()
+    server = start_server(model, "m", port)
+    served: dict[str, Latency] = {}
+    try:
+        exchange(port, http_request("m", binary, True), time.perf_counter() + 60)
+        with tempfile.TemporaryDirectory() as scratch:
+            for label, body, binary_header, concurrency in (
+                ("c=1 binary", binary, True, 1),
+                ("c=1 json", as_json, False, 1),
+                ("c=8 binary", binary, True, 8),
+                ("c=32 binary", binary, True, 32),
+            ):
+                request_file = Path(scratch) / "request"
+                request_file.write_bytes(http_request("m", body, binary_header))
+                console.print(f"[dim]{name}: {label} for {seconds:g}s[/]")
+                result = run_helper(
+                    "load", str(port), str(request_file), str(concurrency), str(seconds)
+                )
+                served[label] = Latency(**result["latency"])
+        server_rss = rss_mb(server.pid)
+    finally:
+        server.terminate()
+        server.wait()
+    return Latency(**raw["latency"]), float(raw["rss_mb"]), served, server_rss
+
+
+def bars(results: list[ModelResult]) -> list[dict[str, Any]]:
+    checks: list[dict[str, Any]] = []
+    for result in results:
+        c1 = result.server["c=1 binary"]
+        c8 = result.server["c=8 binary"]
+        checks += [
+            {
+                "model": result.name,
+                "bar": "cold start <= 1.2x raw onnxruntime",
+                "value": f"{result.cold_ratio:.2f}x",
+                "met": result.cold_ratio <= 1.2,
+            },
+            {
+                "model": result.name,
+                "bar": "c=1 p50 within 0.5 ms of raw",
+                "value": f"{c1.p50_ms - result.raw.p50_ms:+.2f} ms",
+                "met": c1.p50_ms - result.raw.p50_ms <= 0.5,
+            },
+            {
+                "model": result.name,
+                "bar": "c=8 throughput >= 95% of raw",
+                "value": f"{100 * c8.throughput / result.raw.throughput:.1f}%",
+                "met": c8.throughput >= 0.95 * result.raw.throughput,
+            },
+            {
+                "model": result.name,
+                "bar": "memory <= raw + 60 MB",
+                "value": f"{result.server_rss_mb - result.raw_rss_mb:+.1f} MB",
+                "met": result.server_rss_mb - result.raw_rss_mb <= 60,
+            },
+        ]
+    return checks
+
+
+def print_tables(results: list[ModelResult], checks: list[dict[str, Any]]) -> None:
+    cold = Table(title=f"Cold start (median of {COLD_RUNS}, process start to first inference)")
+    for column in (
+        "model",
+        "size MB",
+        "raw ort s",
+        "imports",
+        "session",
+        "first run",
+        "server s",
+        "server load",
+        "ratio",
+    ):
+        cold.add_column(column, justify="right" if column != "model" else "left")
+    for r in results:
+        p = r.floor_parts_s
+        cold.add_row(
+            r.name,
+            f"{r.file_mb:.1f}",
+            f"{r.floor_cold_s:.3f}",
+            f"{p['imports']:.3f}",
+            f"{p['session']:.3f}",
+            f"{p['first_run']:.3f}",
+            f"{r.server_cold_s:.3f}",
+            f"{r.server_parts_s['load (session + warm-up)']:.3f}",
+            f"{r.cold_ratio:.2f}x",
+        )
+    console.print(cold)
+    steady = Table(
+        title=f"Latency and throughput over loopback ({THREADS} threads, seq {SEQUENCE}, batch 1)"
+    )
+    for column in ("model", "client", "p50 ms", "p99 ms", "req/s", "vs raw req/s", "errors"):
+        steady.add_column(column, justify="right" if column not in ("model", "client") else "left")
+    for r in results:
+        steady.add_row(
+            r.name,
+            "raw onnxruntime, in-process loop",
+            f"{r.raw.p50_ms:.2f}",
+            f"{r.raw.p99_ms:.2f}",
+            f"{r.raw.throughput:.1f}",
+            "100%",
+            "-",
+        )
+        for label, latency in r.server.items():
+            steady.add_row(
+                "",
+                f"server {label}",
+                f"{latency.p50_ms:.2f}",
+                f"{latency.p99_ms:.2f}",
+                f"{latency.throughput:.1f}",
+                f"{100 * latency.throughput / r.raw.throughput:.1f}%",
+                str(latency.errors),
+            )
+        steady.add_row(
+            "",
+            "resident memory MB (raw / server)",
+            f"{r.raw_rss_mb:.0f}",
+            f"{r.server_rss_mb:.0f}",
+            "",
+            "",
+            "",
+        )
+    console.print(steady)
+    verdict = Table(title="Bars")
+    for column in ("model", "bar", "value", "met"):
+        verdict.add_column(column)
+    for check in checks:
+        verdict.add_row(
+            check["model"],
+            check["bar"],
+            check["value"],
+            "[green]yes[/]" if check["met"] else "[red]no[/]",
+        )
+    console.print(verdict)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "aideploy-bench-serving"
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=6.0, help="Measured seconds per load level."
+    )
+    args = parser.parse_args()
+    work: Path = args.work_dir
+    work.mkdir(parents=True, exist_ok=True)
+    load_before = os.getloadavg()
+    console.print(
+        f"[bold]serving benchmark[/] (models cached in {work}; load average {load_before[0]:.2f})"
+    )
+    inputs, binary, as_json = encoder_inputs(work)
+    results: list[ModelResult] = []
+    for name, model in build_models(work).items():
+        console.print(f"[bold]{name}[/]: cold starts")
+        floor, served, floor_parts, server_parts = cold_start(
+            model, inputs, http_request("m", binary, True)
+        )
+        raw, raw_rss, latencies, server_rss = steady_state(
+            name, model, inputs, binary, as_json, args.seconds
+        )
+        results.append(
+            ModelResult(
+                name,
+                model.stat().st_size / 1e6,
+                floor,
+                served,
+                floor_parts,
+                server_parts,
+                raw,
+                latencies,
+                raw_rss,
+                server_rss,
+            )
+        )
+    checks = bars(results)
+    print_tables(results, checks)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "machine": {
+                    "cpus": os.cpu_count(),
+                    "python": platform.python_version(),
+                    "load_average_before": load_before,
+                    "load_average_after": os.getloadavg(),
+                },
+                "threads": THREADS,
+                "sequence_length": SEQUENCE,
+                "seconds_per_level": args.seconds,
+                "models": [{**asdict(r), "cold_ratio": r.cold_ratio} for r in results],
+                "bars": checks,
+            },
+            indent=2,
+        )
+    )
+    console.print(f"written {RESULTS.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "raw":
+        print(json.dumps(raw_loop(sys.argv[2], sys.argv[3], float(sys.argv[4]), THREADS)))
+    elif len(sys.argv) > 1 and sys.argv[1] == "load":
+        port, request_file, concurrency, seconds = sys.argv[2:6]
+        work = load_generator(
+            int(port), Path(request_file).read_bytes(), int(concurrency), float(seconds), 1.0
+        )
+        try:  # the client's own overhead competes with the server for the CPU: keep it small
+            import uvloop
+
+            print(json.dumps(uvloop.run(work)))
+        except ImportError:
+            print(json.dumps(asyncio.run(work)))
+    else:
+        main()
