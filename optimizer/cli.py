@@ -107,7 +107,7 @@ def optimize_command(
         metadata["batch_sizes"] = _batch_sizes(batch_sizes)
         OptimizationOptions.model_validate(metadata)
         request = OptimizationRequest(
-            method=method,  # type: ignore[arg-type]
+            method=method,
             target_size=target_size,
             target_latency=target_latency,
             metadata=metadata,

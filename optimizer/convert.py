@@ -40,7 +40,8 @@ def to_onnx(path: Path, out_dir: Path, *, data: Path | Dataset | None = None) ->
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{path.stem}.onnx"
     if info.format is ModelFormat.TORCHSCRIPT:
-        module = torch.jit.load(str(path), map_location="cpu").eval()
+        module = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
+        module.eval()
         examples = _examples_from_data(info.inputs, data, path)
         _export_legacy(module, examples, info.inputs, target)
     else:

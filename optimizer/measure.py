@@ -185,14 +185,14 @@ def evaluate_accuracy(
     cosine = _mean_cosine(reference, candidate)
     max_abs = float(np.max(np.abs(reference - candidate))) if reference.size else 0.0
     if data.labels is not None and task == "classification":
-        labels = data.labels.reshape(-1)
-        original = 100.0 * float(np.mean(reference.argmax(axis=-1).reshape(-1) == labels))
-        optimized = 100.0 * float(np.mean(candidate.argmax(axis=-1).reshape(-1) == labels))
+        classes = data.labels.reshape(-1)
+        original = 100.0 * float(np.mean(reference.argmax(axis=-1).reshape(-1) == classes))
+        optimized = 100.0 * float(np.mean(candidate.argmax(axis=-1).reshape(-1) == classes))
         metric = "top1_accuracy"
     elif data.labels is not None:
-        labels = data.labels.astype(np.float64).reshape(reference.shape)
-        original = -float(np.mean((reference - labels) ** 2))
-        optimized = -float(np.mean((candidate - labels) ** 2))
+        targets = np.asarray(data.labels, dtype=np.float64).reshape(reference.shape)
+        original = -float(np.mean((reference - targets) ** 2))
+        optimized = -float(np.mean((candidate - targets) ** 2))
         metric = "negative_mse"
     elif task == "classification":
         original = 100.0

@@ -12,7 +12,7 @@ import math
 import zipfile
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -103,7 +103,7 @@ def inspect_model(path: Path) -> ModelInfo:
 def load_onnx(path: Path) -> onnx.ModelProto:
     """Parse an ONNX file without its external data, with a one-line error when it is not one."""
     import onnx
-    from google.protobuf.message import DecodeError
+    from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 
     try:
         model = onnx.load(str(path), load_external_data=False)
@@ -186,7 +186,7 @@ def _declared_bytes(tensor: onnx.TensorProto) -> int:
             f"model: tensor {tensor.name!r} declares shape {list(tensor.dims)} "
             f"({elements * itemsize / 1024**3:.0f} GiB), larger than any real model"
         )
-    return elements * itemsize
+    return int(elements * itemsize)
 
 
 def _check_embedded_sizes(model: onnx.ModelProto) -> None:
@@ -299,7 +299,8 @@ def _inspect_pytorch_archive(path: Path) -> ModelInfo:
         ) from None
     try:
         if model_format is ModelFormat.TORCHSCRIPT:
-            inputs, outputs = _torchscript_signature(torch.jit.load(str(path), map_location="cpu"))
+            module = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
+            inputs, outputs = _torchscript_signature(module)
         else:
             inputs, outputs = _exported_signature(torch.export.load(str(path)))
     except (RuntimeError, ValueError, KeyError, zipfile.BadZipFile) as exc:
@@ -346,13 +347,13 @@ def _torchscript_signature(module: object) -> tuple[list[TensorSpec], list[Tenso
     return inputs, outputs
 
 
-def _exported_signature(program: object) -> tuple[list[TensorSpec], list[TensorSpec]]:
+def _exported_signature(program: Any) -> tuple[list[TensorSpec], list[TensorSpec]]:
     """Placeholders of a torch.export program carry fake tensors with (symbolic) shapes."""
     import torch
 
-    signature = program.graph_signature  # type: ignore[attr-defined]
+    signature = program.graph_signature
     user_inputs = set(signature.user_inputs)
-    nodes = {node.name: node for node in program.graph.nodes}  # type: ignore[attr-defined]
+    nodes = {node.name: node for node in program.graph.nodes}
 
     def spec(name: str) -> TensorSpec:
         value = nodes[name].meta.get("val") if name in nodes else None
@@ -367,6 +368,6 @@ def _exported_signature(program: object) -> tuple[list[TensorSpec], list[TensorS
         spec(node.name)
         for node in program.graph.nodes
         if node.op == "placeholder" and node.name in user_inputs
-    ]  # type: ignore[attr-defined]
+    ]
     outputs = [spec(str(name)) for name in signature.user_outputs]
     return inputs, outputs

@@ -80,6 +80,10 @@ DEFAULT_MAX_ACCURACY_DROP = 1.0
 DEFAULT_SPARSITY = 0.5
 _CACHE_VERSION = "1"
 _SENSITIVITY_SAMPLES = 16
+_REFINE_GOAL_PP = 0.5
+"""Without a floor, auto still spends size-neutral precision on sensitive layers down to this."""
+_SIZE_TIE = 0.01
+"""Without targets, candidates within 1% of the original size of the smallest count as equal."""
 _MAX_KEPT_LAYERS = (1, 2, 3, 4, 6, 8, 12, 16)
 _NOT_SLOWER_TOLERANCE = 1.0
 """Optimized p50 must be at most this times the original's at every batch size."""
@@ -382,17 +386,27 @@ def _empty() -> npt.NDArray[np.floating]:
 # --- planning ---------------------------------------------------------------------------------
 
 
-def _int8_for(context: _Context, exclude: tuple[str, ...] = ()) -> _Candidate:
-    """The int8 recipe that is fast for this graph: static QDQ with convolutions, else dynamic."""
+def _int8_for(
+    context: _Context, *, sensitive: tuple[str, ...] = (), only: str | None = None
+) -> _Candidate:
+    """The int8 recipe that is fast for this graph: static QDQ with convolutions, else dynamic.
+
+    ``sensitive`` layers get higher precision: fp32 in QDQ graphs, int8 weights with fp32
+    compute in dynamic ones (same size as int8). ``only`` quantizes that single layer, for the
+    sensitivity scan.
+    """
+    layers = quantizable_nodes(context.base, ("MatMul", "Gemm", "Conv")) if only else []
+    others = tuple(name for name in layers if name != only)
     if _has_op(context.base, "Conv"):
-        config = StaticInt8Config(exclude_nodes=exclude)
-        note = [] if not context.data.generated else ["static int8 calibrated on generated inputs"]
+        config = StaticInt8Config(exclude_nodes=(*sensitive, *others))
+        note = ["static int8 calibrated on generated inputs"] if context.data.generated else []
         return _Candidate(
             "int8-static", Precision.INT8_STATIC.value, [StaticInt8(config, context.data)], note
         )
-    return _Candidate(
-        "int8", Precision.INT8.value, [DynamicInt8(DynamicInt8Config(exclude_nodes=exclude))]
+    config_dynamic = DynamicInt8Config(
+        exclude_nodes=others, weight_only_nodes=sensitive, quantize_embeddings=only is None
     )
+    return _Candidate("int8", Precision.INT8.value, [DynamicInt8(config_dynamic)])
 
 
 def _precision_candidate(context: _Context, precision: Precision) -> _Candidate:
@@ -583,39 +597,54 @@ def _slower(report: CandidateReport) -> bool:
 def _refine_with_sensitivity(
     context: _Context, candidates: list[_Candidate], reports: list[CandidateReport]
 ) -> tuple[list[CandidateReport], list[_Candidate]]:
-    """When the int8 candidate misses only the accuracy floor, keep its most sensitive layers
-    in fp32: a scan quantizes one layer at a time, then the k worst stay fp32 for growing k."""
+    """Give the int8 candidate's most sensitive layers higher precision, k layers at a time.
+
+    Runs when int8 loses more than the floor (or, without one, more than
+    :data:`_REFINE_GOAL_PP`): a scan quantizes one layer at a time and ranks them by the
+    accuracy lost; then the k worst keep higher precision for growing k until the goal is met.
+    """
     int8 = next((r for r in reports if r.name in ("int8", "int8-static")), None)
-    budget = _accuracy_budget(context)
-    if int8 is None or budget is None or int8.accuracy.change_pp >= -budget:
+    floor = context.options.max_accuracy_drop
+    goal = floor if floor is not None else _REFINE_GOAL_PP
+    if int8 is None or int8.accuracy.change_pp >= -goal:
         return reports, candidates
     layers = quantizable_nodes(context.base, ("MatMul", "Gemm", "Conv"))
     if len(layers) < 2:
         return reports, candidates
     ranking = _sensitivity_ranking(context, layers)
     context.notes.append(
-        "sensitivity scan (most sensitive first): "
-        + ", ".join(f"{name} {loss:+.3f} pp" for name, loss in ranking[:8])
+        "sensitivity scan (accuracy change with only that layer quantized, worst first): "
+        + ", ".join(f"{name} {loss:+.3f} pp" for name, loss in ranking[:6])
     )
     for kept in _MAX_KEPT_LAYERS:
         if kept >= len(layers):
             break
-        excluded = tuple(name for name, _ in ranking[:kept])
-        candidate = _int8_for(context, exclude=excluded)
-        candidate.name = f"{candidate.name}-mixed-{kept}fp32"
-        candidate.notes.append(f"kept in fp32 (most sensitive): {', '.join(excluded)}")
+        sensitive = tuple(name for name, _ in ranking[:kept])
+        candidate = _int8_for(context, sensitive=sensitive)
+        candidate.name = f"{candidate.name}-mixed-{kept}"
+        precision = (
+            "fp32" if candidate.name.startswith("int8-static") else "int8 weights, fp32 compute"
+        )
+        candidate.notes.append(f"most sensitive layers in {precision}: {', '.join(sensitive)}")
         new_reports = _measure_candidates(context, [candidate], offset=len(candidates) + kept)
         if not new_reports:
             continue
         candidates.append(candidate)
         reports.append(new_reports[0])
-        if new_reports[0].accuracy.change_pp >= -budget:
+        if new_reports[0].accuracy.change_pp >= -goal:
             break
     return reports, candidates
 
 
 def _sensitivity_ranking(context: _Context, layers: list[str]) -> list[tuple[str, float]]:
-    """Accuracy change when only that layer is quantized, worst first."""
+    """Accuracy change when only that layer is quantized, worst first.
+
+    Cached beside the outputs by the graph-optimized model's hash and the data, so auto runs
+    with other targets on the same model skip the scan.
+    """
+    cache = context.work.parent / ".sensitivity" / f"{_sensitivity_key(context)}.json"
+    if cache.is_file():
+        return [(name, float(loss)) for name, loss in json.loads(cache.read_text())]
     sample = Dataset(
         inputs=context.data.batch(min(_SENSITIVITY_SAMPLES, context.data.samples)),
         labels=None if context.data.labels is None else context.data.labels[:_SENSITIVITY_SAMPLES],
@@ -626,14 +655,27 @@ def _sensitivity_ranking(context: _Context, layers: list[str]) -> list[tuple[str
     context.total += len(layers)
     for index, layer in enumerate(layers):
         context.report(f"sensitivity scan: layer {index + 1}/{len(layers)} ({layer})")
-        others = tuple(name for name in layers if name != layer)
-        candidate = _int8_for(context, exclude=others)
+        candidate = _int8_for(context, only=layer)
         path = _run_candidate(context, candidate, 1000 + index)
         outputs = run_all(make_session(path, context.threads), sample)
-        accuracy = evaluate_accuracy(reference, outputs, sample, context.task)
-        losses.append((layer, accuracy.change_pp))
+        losses.append(
+            (layer, evaluate_accuracy(reference, outputs, sample, context.task).change_pp)
+        )
         shutil.rmtree(path.parent.parent, ignore_errors=True)
-    return sorted(losses, key=lambda item: item[1])
+    ranking = sorted(losses, key=lambda item: item[1])
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    partial = cache.with_suffix(f".{uuid.uuid4().hex[:8]}.tmp")
+    partial.write_text(json.dumps(ranking))
+    partial.replace(cache)
+    return ranking
+
+
+def _sensitivity_key(context: _Context) -> str:
+    digest = hashlib.sha256(_file_digest([context.base]).encode())
+    for name in sorted(context.data.inputs):
+        digest.update(context.data.inputs[name][:_SENSITIVITY_SAMPLES].tobytes())
+    digest.update(context.task.encode())
+    return digest.hexdigest()[:24]
 
 
 # --- choosing and writing ---------------------------------------------------------------------
@@ -658,7 +700,10 @@ def _choose(
         if has_targets:
             best = max(feasible, key=lambda r: (r.accuracy.change_pp, -r.size_bytes))
         else:
-            best = min(feasible, key=lambda r: (r.size_bytes, r.latency[0].p50_ms))
+            # The smallest, but among (nearly) equally small ones the most accurate.
+            band = min(r.size_bytes for r in feasible) + _SIZE_TIE * artifact_size(context.original)
+            near = [r for r in feasible if r.size_bytes <= band]
+            best = max(near, key=lambda r: (r.accuracy.change_pp, -r.latency[0].p50_ms))
     else:
         pool = [report for report in reports if not _slower(report)] or reports
         best = min(pool, key=lambda r: (len(r.unmet_targets), _shortfall(context, r)))

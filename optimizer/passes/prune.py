@@ -296,7 +296,8 @@ def _channel_norms(
 
     view = _weight_view(graph, node, producer)
     blocks = view.reshape(channels, rows, -1) if not producer else view.reshape(channels, -1)
-    return np.sqrt(np.sum(blocks.reshape(channels, -1) ** 2, axis=1)) + 1e-12
+    norms = np.sqrt(np.sum(blocks.reshape(channels, -1) ** 2, axis=1)) + 1e-12
+    return np.asarray(norms, dtype=np.float64)
 
 
 def _slice_group(graph: _Graph, group: _Group, keep: npt.NDArray[np.int64]) -> None:

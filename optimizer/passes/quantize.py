@@ -12,9 +12,10 @@ measure well on CPU:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -115,6 +116,66 @@ def quantizable_nodes(path: Path, op_types: tuple[str, ...] = ("MatMul", "Gemm")
     ]
 
 
+def quantize_embedding_rows(model: onnx.ModelProto, min_elements: int = 4096) -> onnx.ModelProto:
+    """Store large ``Gather`` tables as int8 with one scale per row (per token).
+
+    ``Gather(table, ids)`` becomes ``Gather(int8 table, ids) * Gather(row scales, ids)``: only
+    the looked-up rows are dequantized, and a per-row scale keeps rare tokens' small vectors as
+    precise as frequent tokens' large ones (ONNX Runtime's per-tensor Gather quantization does
+    not), which is worth ~0.05 points of cosine on a trained encoder.
+    """
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    tables = {tensor.name: tensor for tensor in model.graph.initializer}
+    rewritten: list[onnx.NodeProto] = []
+    for node in model.graph.node:
+        table = tables.get(node.input[0]) if node.op_type == "Gather" else None
+        if (
+            table is None
+            or table.data_type != onnx.TensorProto.FLOAT
+            or len(table.dims) != 2
+            or math.prod(table.dims) < min_elements
+            or any(a.name == "axis" and helper.get_attribute_value(a) != 0 for a in node.attribute)
+        ):
+            rewritten.append(node)
+            continue
+        values = numpy_helper.to_array(table)
+        scales = np.maximum(np.abs(values).max(axis=1, keepdims=True), 1e-12) / 127.0
+        quantized = np.clip(np.rint(values / scales), -127, 127).astype(np.int8)
+        prefix = f"{node.output[0]}_q"
+        model.graph.initializer.extend(
+            [
+                numpy_helper.from_array(quantized, f"{table.name}_int8"),
+                numpy_helper.from_array(scales.astype(np.float32), f"{table.name}_row_scale"),
+            ]
+        )
+        rewritten.extend(
+            [
+                helper.make_node(
+                    "Gather", [f"{table.name}_int8", node.input[1]], [f"{prefix}_rows"], axis=0
+                ),
+                helper.make_node(
+                    "Gather",
+                    [f"{table.name}_row_scale", node.input[1]],
+                    [f"{prefix}_scales"],
+                    axis=0,
+                ),
+                helper.make_node(
+                    "Cast", [f"{prefix}_rows"], [f"{prefix}_float"], to=onnx.TensorProto.FLOAT
+                ),
+                helper.make_node(
+                    "Mul", [f"{prefix}_float", f"{prefix}_scales"], [node.output[0]], name=node.name
+                ),
+            ]
+        )
+    del model.graph.node[:]
+    model.graph.node.extend(rewritten)
+    _drop_unused_initializers(model)
+    return model
+
+
 # --- dynamic int8 -----------------------------------------------------------------------------
 
 
@@ -125,6 +186,10 @@ class DynamicInt8Config(PassConfig):
     """Also store Gather tables (token embeddings) in int8: often half a transformer's size."""
     exclude_nodes: tuple[str, ...] = ()
     """Nodes left in fp32, e.g. the most sensitive layers a sensitivity scan found."""
+    weight_only_nodes: tuple[str, ...] = ()
+    """MatMuls whose weights are stored in int8 but computed in fp32 (DequantizeLinear + MatMul):
+    the size of int8 without quantizing their activations, which is where a sensitive layer's
+    error comes from. Costs the speed-up of those layers only."""
 
 
 class DynamicInt8(Pass[DynamicInt8Config]):
@@ -136,22 +201,69 @@ class DynamicInt8(Pass[DynamicInt8Config]):
 
         output = self.output_path(out_dir)
         prepared = out_dir / f"{self.name}_prepared.onnx"
-        save_model(gemm_to_matmul(_load_full(artifact)), prepared)
-        op_types = ["MatMul", "Gather"] if self.config.quantize_embeddings else ["MatMul"]
+        model = gemm_to_matmul(_load_full(artifact))
+        if self.config.quantize_embeddings:
+            model = quantize_embedding_rows(model)
+        save_model(model, prepared)
         quantize_dynamic(
             prepared,
             output,
             per_channel=self.config.per_channel,
             weight_type=QuantType.QInt8,
-            op_types_to_quantize=op_types,
+            op_types_to_quantize=["MatMul"],
             nodes_to_exclude=[
-                *self.config.exclude_nodes,
-                *(f"{name}_MatMul" for name in self.config.exclude_nodes),
+                *(excluded := (*self.config.exclude_nodes, *self.config.weight_only_nodes)),
+                *(f"{name}_MatMul" for name in excluded),
             ],
             extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
         )
         prepared.unlink()
+        if self.config.weight_only_nodes:
+            names = set(self.config.weight_only_nodes)
+            names.update(f"{name}_MatMul" for name in self.config.weight_only_nodes)
+            save_model(int8_weight_only(_load_full(output), names), output)
         return output
+
+
+def int8_weight_only(model: onnx.ModelProto, node_names: set[str]) -> onnx.ModelProto:
+    """Store the named MatMuls' weights as int8 with per-column scales, dequantized at run time."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < 13:  # per-axis DequantizeLinear needs opset 13
+        return model
+    weights = {tensor.name: tensor for tensor in model.graph.initializer}
+    rewritten: list[onnx.NodeProto] = []
+    for node in model.graph.node:
+        weight = (
+            weights.get(node.input[1]) if node.op_type == "MatMul" and len(node.input) > 1 else None
+        )
+        if node.name not in node_names or weight is None or len(weight.dims) != 2:
+            rewritten.append(node)
+            continue
+        values = numpy_helper.to_array(weight)
+        scales = (np.maximum(np.abs(values).max(axis=0), 1e-12) / 127.0).astype(np.float32)
+        quantized = np.clip(np.rint(values / scales), -127, 127).astype(np.int8)
+        base = f"{weight.name}_{node.name}_w8"
+        model.graph.initializer.extend(
+            [
+                numpy_helper.from_array(quantized, base),
+                numpy_helper.from_array(scales, f"{base}_scale"),
+            ]
+        )
+        rewritten.append(
+            helper.make_node("DequantizeLinear", [base, f"{base}_scale"], [f"{base}_float"], axis=1)
+        )
+        rewritten.append(
+            helper.make_node(
+                "MatMul", [node.input[0], f"{base}_float"], list(node.output), name=node.name
+            )
+        )
+    del model.graph.node[:]
+    model.graph.node.extend(rewritten)
+    _drop_unused_initializers(model)
+    return model
 
 
 # --- static int8 (QDQ) ------------------------------------------------------------------------
@@ -168,11 +280,11 @@ class _CalibrationReader:
     """Feeds calibration samples one at a time, as ONNX Runtime's calibrators expect."""
 
     def __init__(self, data: Dataset, samples: int) -> None:
-        self._batches: Iterator[dict[str, object]] = (
+        self._batches: Iterator[dict[str, Any]] = (
             data.batch(1, index) for index in range(min(samples, data.samples))
         )
 
-    def get_next(self) -> dict[str, object] | None:
+    def get_next(self) -> dict[str, Any] | None:
         return next(self._batches, None)
 
 

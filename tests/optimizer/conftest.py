@@ -3,6 +3,7 @@ written with the ONNX helper, and matching ``.npz`` data."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -124,8 +125,14 @@ def transformer_block_onnx(models_dir: Path) -> Path:
     return path
 
 
-def run(path: Path, **inputs: np.ndarray) -> np.ndarray:
+def _run(path: Path, **inputs: np.ndarray) -> np.ndarray:
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return np.asarray(session.run(None, inputs)[0])
+
+
+@pytest.fixture
+def run_onnx() -> Callable[..., np.ndarray]:
+    """Run an ONNX file on CPU and return its first output."""
+    return _run

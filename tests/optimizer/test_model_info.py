@@ -144,12 +144,14 @@ class _Tiny(torch.nn.Module):
         self.linear = torch.nn.Linear(4, 3)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.linear(features).relu()
+        output: torch.Tensor = self.linear(features).relu()
+        return output
 
 
 def test_torchscript_converts_with_dynamic_batch(tmp_path: Path) -> None:
     path = tmp_path / "model.pt"
-    torch.jit.save(torch.jit.trace(_Tiny().eval(), torch.randn(2, 4)), str(path))
+    traced = torch.jit.trace(_Tiny().eval(), torch.randn(2, 4))  # type: ignore[no-untyped-call]
+    torch.jit.save(traced, str(path))
     info = inspect_model(path)
     assert info.format is ModelFormat.TORCHSCRIPT
     assert [spec.name for spec in info.inputs] == ["features"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from optimizer.data import generate_dataset, load_dataset
 from optimizer.measure import evaluate_accuracy
 from optimizer.model_info import inspect_model
 
-from .conftest import run
+RunOnnx = Callable[..., np.ndarray]
 
 
 def _request(method: str, **metadata: object) -> OptimizationRequest:
@@ -30,7 +31,7 @@ def _digest(path: Path) -> str:
 
 
 def test_quantization_result_is_measured_and_verified(
-    mlp_onnx: Path, mlp_data: Path, tmp_path: Path
+    mlp_onnx: Path, mlp_data: Path, tmp_path: Path, run_onnx: RunOnnx
 ) -> None:
     before = _digest(mlp_onnx)
     events: list[ProgressEvent] = []
@@ -50,7 +51,7 @@ def test_quantization_result_is_measured_and_verified(
     assert events
     assert events[-1].step == events[-1].total
     x = np.ones((2, 16), np.float32)
-    assert run(result.artifact, x=x).shape == (2, 4)
+    assert run_onnx(result.artifact, x=x).shape == (2, 4)
 
 
 def test_same_request_reuses_the_cache(mlp_onnx: Path, mlp_data: Path, tmp_path: Path) -> None:
