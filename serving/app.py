@@ -103,6 +103,20 @@ class InferenceApp:
             slot.infer = run
         slot.loaded.set_result(model)
 
+    def stop(self) -> None:
+        """Draining: not ready any more, and requests still waiting for a model that will
+        never load are answered 503 rather than left hanging until the grace period ends."""
+        self.draining = True
+        for slot in self.slots.values():
+            if not slot.loaded.done():
+                slot.loaded.set_exception(
+                    RequestError(
+                        503,
+                        f"the server is shutting down before model {slot.spec.name!r} finished loading",
+                    )
+                )
+                slot.loaded.exception()  # retrieved here, so no "never retrieved" warning
+
     @property
     def ready(self) -> bool:
         return not self.draining and all(slot.model is not None for slot in self.slots.values())

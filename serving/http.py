@@ -37,6 +37,7 @@ _REASONS = {
     408: "Request Timeout",
     411: "Length Required",
     413: "Content Too Large",
+    415: "Unsupported Media Type",
     431: "Request Header Fields Too Large",
     500: "Internal Server Error",
     501: "Not Implemented",
@@ -264,6 +265,9 @@ class _Connection(asyncio.Protocol):
                 self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             return None
         path, _, query = target.partition("?")
+        encoding = headers.get("content-encoding", "identity").lower()
+        if encoding != "identity" and body:
+            body = _decompress(body, encoding, self.server.max_body_bytes)
         return Request(method, path, query, headers, body)
 
     def _parse_head(self, head: str) -> tuple[str, str, str, dict[str, str], int]:
@@ -425,3 +429,24 @@ class _Chunked:
             self.parts.append(bytes(buffer[start:stop]))
             self.size += chunk_size
             del buffer[: stop + 2]
+
+
+def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    """A ``gzip`` or ``deflate`` request body (tritonclient's request compression), inflated
+    to at most ``limit`` bytes so a small bomb cannot exhaust memory."""
+    import zlib
+
+    if encoding not in ("gzip", "deflate"):
+        raise _HttpError(
+            415, f"Content-Encoding {encoding[:40]!r} is not supported; use gzip, deflate or none"
+        )
+    inflater = zlib.decompressobj(zlib.MAX_WBITS | 16 if encoding == "gzip" else zlib.MAX_WBITS)
+    try:
+        data = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise _HttpError(400, f"the {encoding} request body is corrupt: {exc}") from None
+    if len(data) > limit or inflater.unconsumed_tail:
+        raise _HttpError(413, f"the decompressed request body exceeds the limit of {limit} bytes")
+    if not inflater.eof:
+        raise _HttpError(400, f"the {encoding} request body is truncated")
+    return data

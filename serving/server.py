@@ -74,7 +74,7 @@ async def _serve(config: ServeConfig, loader: list[Future[ServedModel]], started
         await stopping
         log.info("shutting down: finishing %d in-flight request(s)", metrics.in_flight)
     loading.cancel()
-    app.draining = True
+    app.stop()
     clean = await http.drain(0.0 if code else config.shutdown_grace_seconds)
     executor.shutdown(wait=True, cancel_futures=True)
     log.info("stopped%s", "" if clean else " (some requests were cut off)")

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import socket
+import zlib
+
+import pytest
 
 from tests.serving.support import Server, infer_body, scale_input
 
@@ -115,3 +119,38 @@ def test_head_gets_headers_only(server: Server) -> None:
 
 def test_percent_encoded_model_name(server: Server) -> None:
     assert server.request("GET", "/v2/models/%73cale")[0] == 200
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_compressed_request_bodies(server: Server, encoding: str) -> None:
+    body = json.dumps(infer_body(scale_input([[3, 3, 3, 3]]))).encode()
+    packed = gzip.compress(body) if encoding == "gzip" else zlib.compress(body)
+    status, _, data = server.request(
+        "POST", "/v2/models/scale/infer", packed, {"Content-Encoding": encoding}
+    )
+    assert status == 200, data
+    assert json.loads(data)["outputs"][0]["data"] == [3, 6, 9, 12]
+
+
+@pytest.mark.parametrize(
+    ("body", "encoding", "status", "needle"),
+    [
+        (b"\x1f\x8bnot gzip", "gzip", 400, "gzip request body is corrupt"),
+        (gzip.compress(b"{}")[:-12], "gzip", 400, "truncated"),
+        (
+            gzip.compress(b" " * 3 * 2**20),
+            "gzip",
+            413,
+            "decompressed request body exceeds the limit",
+        ),
+        (b"{}", "br", 415, "Content-Encoding 'br' is not supported"),
+    ],
+)
+def test_bad_compressed_bodies(
+    server: Server, body: bytes, encoding: str, status: int, needle: str
+) -> None:
+    got, _, data = server.request(
+        "POST", "/v2/models/scale/infer", body, {"Content-Encoding": encoding}
+    )
+    assert got == status
+    assert needle in json.loads(data)["error"]

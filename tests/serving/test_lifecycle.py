@@ -297,3 +297,31 @@ def test_fetch_through_fsspec_memory_filesystem_and_read_only_fallback(tmp_path:
     fetched = fetch_model("memory://bucket/enc/model.onnx", not_a_folder / "models")
     assert fetched.read_bytes() == scale
     assert not fetched.is_relative_to(tmp_path)
+
+
+async def test_stopping_answers_requests_still_waiting_for_a_model(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from serving.app import InferenceApp
+    from serving.config import load_config
+    from serving.http import Request
+    from serving.metrics import Metrics
+
+    config = load_config({"model": [str(tmp_path / "never-loaded.onnx")]})
+    with ThreadPoolExecutor(1) as executor:
+        app = InferenceApp(config, Metrics(), executor)
+        body = json.dumps(infer_body(scale_input([[1, 1, 1, 1]]))).encode()
+        waiting = asyncio.ensure_future(
+            app.handle(Request("POST", "/v2/models/never-loaded/infer", "", {}, body))
+        )
+        metadata = asyncio.ensure_future(
+            app.handle(Request("GET", "/v2/models/never-loaded", "", {}, b""))
+        )
+        await asyncio.sleep(0.01)
+        app.stop()
+        for response in await asyncio.gather(waiting, metadata):
+            assert response.status == 503
+            assert (
+                "shutting down before model 'never-loaded' finished loading"
+                in json.loads(response.body)["error"]
+            )
