@@ -129,3 +129,7 @@ class JobRow(_Timestamps, Base):
     attempts: Mapped[int] = mapped_column(default=0)
     payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
     error: Mapped[str | None] = mapped_column(Text, default=None)
+
+
+# Tables of other parts, defined beside their code, registered on the same metadata here.
+from api.analytics import tables as _analytics_tables  # noqa: E402, F401

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,6 +22,7 @@ from aideploy.schema import (
 )
 from api.db.tables import DeploymentRow, ModelRow, OptimizedModelRow, new_id
 from api.errors import ConflictError, InvalidFieldError, NotFoundError
+from api.models.inspection import inspect_uploaded_model
 from api.models.upload import StagedUpload
 from api.storage import ArtifactStore
 
@@ -65,23 +66,13 @@ def parse_upload_form(fields: dict[str, str]) -> ModelUploadForm:
         raise InvalidFieldError.from_validation(exc) from None
 
 
-def _describe(info: Any) -> dict[str, Any]:
-    """The inspector's answer as JSON for the model's metadata."""
-    described = info.model_dump(mode="json") if isinstance(info, BaseModel) else dict(vars(info))
-    described.pop("path", None)  # where the upload was staged: meaningless afterwards
-    return described
-
-
 async def inspect_upload(path: Path, framework: Framework) -> dict[str, Any]:
-    """Validate the file with ``optimizer.inspect_model`` off the event loop; 422 if unfit."""
-    from optimizer import inspect_model
-
+    """Validate the file with ``optimizer.inspect_model``; 422 naming the field if unfit."""
     try:
-        info = await anyio.to_thread.run_sync(inspect_model, path)
+        described = await inspect_uploaded_model(path)
     except InputError as exc:
         raise InvalidFieldError("file", str(exc)) from None
-    described = _describe(info)
-    detected = str(described.get("format") or described.get("framework") or "").lower()
+    detected = str(described.get("format") or "").lower()
     if detected and detected not in _FORMATS_BY_FRAMEWORK[framework]:
         raise InvalidFieldError(
             "framework",

@@ -6,10 +6,12 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from aideploy.settings import Settings
+from api.models import inspection
 
 Client = AsyncTestClient[Litestar]
 
@@ -116,3 +118,22 @@ async def test_list_is_paginated(client: Client, alice: dict[str, str], upload: 
     assert [model["name"] for model in rest] == ["m0"]
     bad = await client.get("/models", params={"limit": 0}, headers=alice)
     assert bad.status_code in (400, 422)
+
+
+async def test_large_files_are_validated_in_a_child_process(
+    client: Client,
+    alice: dict[str, str],
+    upload: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(inspection, "IN_PROCESS_LIMIT_BYTES", 0)
+    response = await upload(alice)
+    assert response.status_code == 201, response.text
+    model = (await client.get(f"/models/{response.json()['model_id']}", headers=alice)).json()
+    assert model["metadata"]["signature"]["outputs"][0]["name"] == "Y"
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x08\x07garbage")
+    rejected = await upload(alice, path=junk)
+    assert rejected.status_code == 422
+    assert rejected.json()["errors"][0]["field"] == "file"
