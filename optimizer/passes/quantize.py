@@ -354,28 +354,35 @@ class Float16(Pass[Float16Config]):
 
 
 def _topologically_sorted(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Order nodes so each comes after its inputs' producers.
+    """Order nodes so each comes after its inputs' producers (Kahn's algorithm, stable).
 
     The fp16 converter appends the input casts it inserts at the end of the node list, which
     ONNX Runtime tolerates but ``onnx.checker`` (rightly) rejects.
     """
-    available = {tensor.name for tensor in model.graph.initializer}
-    available.update(value.name for value in model.graph.input)
-    available.add("")
-    pending = list(model.graph.node)
-    ordered: list[onnx.NodeProto] = []
-    while pending:
-        ready = [node for node in pending if all(name in available for name in node.input)]
-        if not ready:  # a cycle or a dangling input: keep the rest as they were
-            ordered.extend(pending)
-            break
-        for node in ready:
-            ordered.append(node)
-            available.update(node.output)
-        ready_ids = {id(node) for node in ready}
-        pending = [node for node in pending if id(node) not in ready_ids]
+    from collections import deque
+
+    nodes = list(model.graph.node)
+    producer = {name: index for index, node in enumerate(nodes) for name in node.output}
+    waiting_on = [0] * len(nodes)
+    dependents: list[list[int]] = [[] for _ in nodes]
+    for index, node in enumerate(nodes):
+        for source in {producer[name] for name in node.input if name in producer}:
+            if source != index:
+                waiting_on[index] += 1
+                dependents[source].append(index)
+    ready = deque(index for index, count in enumerate(waiting_on) if count == 0)
+    order: list[int] = []
+    while ready:
+        index = ready.popleft()
+        order.append(index)
+        for dependent in dependents[index]:
+            waiting_on[dependent] -= 1
+            if waiting_on[dependent] == 0:
+                ready.append(dependent)
+    if len(order) != len(nodes):  # a cycle: leave the graph as it was for the checker to report
+        return model
     del model.graph.node[:]
-    model.graph.node.extend(ordered)
+    model.graph.node.extend(nodes[index] for index in order)
     return model
 
 

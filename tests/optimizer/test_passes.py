@@ -208,3 +208,42 @@ def test_pruning_without_groups_is_a_clear_error(tmp_path: Path) -> None:
     onnx.save(helper.make_model(graph), str(path))
     with pytest.raises(UnsupportedModelError, match="no prunable"):
         StructuredPruning(StructuredPruningConfig(sparsity=0.5)).run(path, tmp_path / "out")
+
+
+def test_weight_only_layers_keep_int8_size_and_fp32_compute(
+    transformer_block_onnx: Path, tmp_path: Path, run_onnx: RunOnnx
+) -> None:
+    config = DynamicInt8Config(weight_only_nodes=("ffn_out",))
+    out = DynamicInt8(config).run(transformer_block_onnx, tmp_path)
+    model = onnx.load(str(out))
+    producers = {output: node for node in model.graph.node for output in node.output}
+    ffn_out = next(node for node in model.graph.node if node.name == "ffn_out")
+    assert ffn_out.op_type == "MatMul"
+    assert producers[ffn_out.input[1]].op_type == "DequantizeLinear"
+    int8_only = DynamicInt8(DynamicInt8Config()).run(transformer_block_onnx, tmp_path / "plain")
+    assert out.stat().st_size < 1.1 * int8_only.stat().st_size
+    x = np.random.default_rng(0).standard_normal((2, 5, 32)).astype(np.float32)
+    assert np.abs(run_onnx(out, x=x) - run_onnx(transformer_block_onnx, x=x)).max() < 0.1
+
+
+def test_embedding_tables_are_stored_per_row_in_int8(tmp_path: Path, run_onnx: RunOnnx) -> None:
+    from onnx import TensorProto, helper, numpy_helper
+
+    table = np.random.default_rng(0).standard_normal((100, 64)).astype(np.float32)
+    table[7] *= 0.001  # a rare token with a tiny vector keeps its precision
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "ids"], ["vectors"], name="embed")],
+        "embedding",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "sequence"])],
+        [helper.make_tensor_value_info("vectors", TensorProto.FLOAT, ["batch", "sequence", 64])],
+        [numpy_helper.from_array(table, "table")],
+    )
+    path = tmp_path / "embedding.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    out = DynamicInt8(DynamicInt8Config()).run(path, tmp_path / "out")
+    types = {t.name: t.data_type for t in onnx.load(str(out)).graph.initializer}
+    assert TensorProto.INT8 in types.values() and TensorProto.FLOAT in types.values()
+    ids = np.array([[7, 3, 99]], dtype=np.int64)
+    expected = table[ids]
+    half_step = np.abs(expected).max(axis=-1, keepdims=True) / 254  # per-row rounding bound
+    assert np.all(np.abs(run_onnx(out, ids=ids) - expected) <= half_step * 1.001)
