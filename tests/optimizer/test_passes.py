@@ -242,7 +242,8 @@ def test_embedding_tables_are_stored_per_row_in_int8(tmp_path: Path, run_onnx: R
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     out = DynamicInt8(DynamicInt8Config()).run(path, tmp_path / "out")
     types = {t.name: t.data_type for t in onnx.load(str(out)).graph.initializer}
-    assert TensorProto.INT8 in types.values() and TensorProto.FLOAT in types.values()
+    assert TensorProto.INT8 in types.values()
+    assert TensorProto.FLOAT in types.values()
     ids = np.array([[7, 3, 99]], dtype=np.int64)
     expected = table[ids]
     half_step = np.abs(expected).max(axis=-1, keepdims=True) / 254  # per-row rounding bound
