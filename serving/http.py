@@ -19,6 +19,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 from serving.metrics import Metrics
 
@@ -168,12 +169,13 @@ class _Connection(asyncio.Protocol):
         self.discarding = False
         self.head: tuple[str, str, str, dict[str, str], int] | None = None
         self.chunks: _Chunked | None = None
+        self.task: asyncio.Task[None] | None = None
+        """The request being answered (held so the event loop cannot drop it mid-flight)."""
 
     # --- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        sock = transport.get_extra_info("socket")
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        sock = self.transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.server.connections.add(self)
@@ -237,7 +239,7 @@ class _Connection(asyncio.Protocol):
         )
         self.busy = True
         self._cancel_idle_timer()
-        self.loop.create_task(self._respond(request, keep_alive))
+        self.task = self.loop.create_task(self._respond(request, keep_alive))
 
     def _next_request(self) -> Request | None:
         if self.head is None:
