@@ -164,7 +164,7 @@ async def list_deployments(
     rows = await session.scalars(
         select(DeploymentRow)
         .where(DeploymentRow.owner_id == owner_id)
-        .order_by(DeploymentRow.created_at.desc(), DeploymentRow.id)
+        .order_by(DeploymentRow.created_at.desc(), DeploymentRow.id.desc())
         .limit(limit)
         .offset(offset)
     )

@@ -124,7 +124,7 @@ async def list_models(
     query = (
         select(ModelRow)
         .where(ModelRow.owner_id == owner_id)
-        .order_by(ModelRow.created_at.desc(), ModelRow.id)
+        .order_by(ModelRow.created_at.desc(), ModelRow.id.desc())
         .limit(limit)
         .offset(offset)
     )
