@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ["Pass", "PassConfig", "save_model"]
+__all__ = ["Pass", "PassConfig", "needs_external_data", "save_model"]
 
 _PROTOBUF_LIMIT = 1_800_000_000
 """Above this the model's weights go to an external data file (protobuf caps at 2 GB)."""
@@ -50,6 +50,14 @@ class Pass(ABC, Generic[ConfigT]):
     def describe(self) -> dict[str, object]:
         """Name and config, as recorded in the report."""
         return {"pass": self.name, **self.config.model_dump(mode="json")}
+
+
+def needs_external_data(path: Path) -> bool:
+    """Whether the model at ``path`` (with its external data) is too large for one protobuf."""
+    from optimizer.model_info import external_data_files, load_onnx
+
+    files = external_data_files(load_onnx(path), path.parent)
+    return path.stat().st_size + sum(file.stat().st_size for file in files) > _PROTOBUF_LIMIT
 
 
 def save_model(model: onnx.ModelProto, path: Path) -> Path:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from optimizer.passes.base import Pass, PassConfig
+from optimizer.passes.base import Pass, PassConfig, needs_external_data
 
 __all__ = ["GraphOptimization", "GraphOptimizationConfig"]
 
@@ -35,7 +35,7 @@ class GraphOptimization(Pass[GraphOptimizationConfig]):
         )
         options.optimized_model_filepath = str(output)
         options.log_severity_level = 3
-        if artifact.stat().st_size > 1_800_000_000:
+        if needs_external_data(artifact):
             options.add_session_config_entry(
                 "session.optimized_model_external_initializers_file_name", f"{output.stem}.data"
             )

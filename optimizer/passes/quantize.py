@@ -21,7 +21,7 @@ from pydantic import Field
 
 from optimizer.data import Dataset
 from optimizer.model_info import load_onnx
-from optimizer.passes.base import Pass, PassConfig, save_model
+from optimizer.passes.base import Pass, PassConfig, needs_external_data, save_model
 
 if TYPE_CHECKING:
     import onnx
@@ -211,6 +211,7 @@ class DynamicInt8(Pass[DynamicInt8Config]):
             per_channel=self.config.per_channel,
             weight_type=QuantType.QInt8,
             op_types_to_quantize=["MatMul"],
+            use_external_data_format=needs_external_data(prepared),
             nodes_to_exclude=[
                 *(excluded := (*self.config.exclude_nodes, *self.config.weight_only_nodes)),
                 *(f"{name}_MatMul" for name in excluded),
@@ -327,6 +328,7 @@ class StaticInt8(Pass[StaticInt8Config]):
             weight_type=QuantType.QInt8,
             nodes_to_exclude=list(self.config.exclude_nodes),
             calibrate_method=methods[self.config.calibration_method],
+            use_external_data_format=needs_external_data(prepared),
             extra_options={"CalibTensorRangeSymmetric": False},
         )
         prepared.unlink()
