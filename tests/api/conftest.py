@@ -76,10 +76,11 @@ def database_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
     async def truncate() -> None:
         connection = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
         try:
-            await connection.execute(
-                "TRUNCATE users, models, optimized_models, deployments, deployment_events, jobs "
-                "CASCADE"
-            )
+            if await connection.fetchval("SELECT to_regclass('users')") is not None:
+                await connection.execute(
+                    "TRUNCATE users, models, optimized_models, deployments, deployment_events, "
+                    "jobs CASCADE"
+                )
         finally:
             await connection.close()
 

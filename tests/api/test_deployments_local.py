@@ -11,6 +11,10 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from api.runners import local as local_module
+from api.runners.base import RunnerSet
+from api.runners.local import LocalRunner
+
 Client = AsyncTestClient[Litestar]
 BUSY = {"creating", "updating", "hibernating", "activating", "deleting"}
 
@@ -180,3 +184,38 @@ async def test_create_validation(client: Client, alice: dict[str, str], upload: 
     await settle(client, alice, first.json()["id"])
     await client.delete(f"/deployments/{first.json()['id']}", headers=alice)
     await settle(client, alice, first.json()["id"])
+
+
+async def test_idle_deployment_hibernates_by_itself(
+    client: Client,
+    alice: dict[str, str],
+    upload: Any,
+    runners: RunnerSet,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(local_module, "_METRICS_EVERY_SECONDS", 0.1)
+    model_id = (await upload(alice)).json()["model_id"]
+    body = local_body(
+        model_id,
+        cost_optimization_policy={"hibernation_enabled": True, "hibernation_idle_timeout": 60},
+    )
+    deployment_id = (await client.post("/deployments", json=body, headers=alice)).json()["id"]
+    active = await settle(client, alice, deployment_id)
+    assert active["status"] == "active"
+    assert isinstance(runners.local, LocalRunner)
+    runners.local._served[deployment_id].idle_timeout = 0.5  # the schema's minimum is 60 s
+    deadline = time.monotonic() + 20
+    status = "active"
+    while status == "active" and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+        status = (await client.get(f"/deployments/{deployment_id}", headers=alice)).json()["status"]
+    assert status == "hibernated"
+    assert not reachable(active["endpoint"])
+    events = (await client.get(f"/deployments/{deployment_id}/events", headers=alice)).json()
+    assert events[-1]["kind"] == "hibernated-idle"
+    assert (
+        await client.post(f"/deployments/{deployment_id}/activate", headers=alice)
+    ).status_code == 202
+    assert (await settle(client, alice, deployment_id))["status"] == "active"
+    await client.delete(f"/deployments/{deployment_id}", headers=alice)
+    await settle(client, alice, deployment_id)
