@@ -19,6 +19,7 @@ from litestar.plugins.pydantic import PydanticPlugin
 
 from aideploy import __version__
 from aideploy.settings import Settings, load_settings
+from api.analytics.controllers import AnalyticsController, UsageController
 from api.auth.controllers import AuthController
 from api.auth.middleware import BearerAuthMiddleware
 from api.auth.ratelimit import LoginRateLimiter
@@ -97,6 +98,8 @@ def create_app(settings: Settings | None = None, *, runners: RunnerSet | None = 
             ModelController,
             OptimizationController,
             DeploymentController,
+            AnalyticsController,
+            UsageController,
         ],
         dependencies=dependencies,
         state=_state(context),

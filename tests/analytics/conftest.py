@@ -20,3 +20,17 @@ def pricing(catalog: PriceCatalog) -> PricingOptions:
         catalog=catalog,
         regions={Cloud.AWS: "us-east-1", Cloud.GCP: "us-central1", Cloud.AZURE: "eastus"},
     )
+
+
+# The HTTP API fixtures (app on SQLite and PostgreSQL, users, tokens) are the API suite's own.
+from tests.api.conftest import (  # noqa: E402, F401
+    alice,
+    api,
+    bob,
+    client,
+    context,
+    database_url,
+    postgres_database,
+    runners,
+    settings,
+)

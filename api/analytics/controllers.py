@@ -1,0 +1,201 @@
+"""``/analytics/cost|performance|forecast|suggestions`` for the caller's deployments, and
+``POST /deployments/{id}/usage`` where serving processes report what they did."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from litestar import Controller, Request, get, post
+from litestar.exceptions import NotAuthorizedException
+from litestar.params import Parameter
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from aideploy.schema import (
+    CostAnalysis,
+    OptimizationSuggestions,
+    PerformanceAnalysis,
+    UsageForecast,
+    utc_now,
+)
+from aideploy.settings import Settings
+from aideploy_iac.pricing import load_catalog
+from api.analytics.cost import PricingOptions, analyze_cost
+from api.analytics.forecast import forecast_usage
+from api.analytics.performance import PerformanceThresholds, analyze_performance
+from api.analytics.records import DeploymentFacts, UsageSample, Window
+from api.analytics.schemas import UsageReceipt, UsageReport
+from api.analytics.store import RollupScheduler, load_facts, load_samples, record_usage
+from api.analytics.suggestions import suggest
+from api.analytics.tokens import verify_usage_token
+from api.auth.middleware import CurrentUser
+from api.auth.tokens import load_signing_key
+from api.context import ApiContext
+from api.db.tables import DeploymentRow
+from api.errors import InvalidFieldError, NotFoundError
+
+__all__ = ["AnalyticsController", "UsageController"]
+
+DEFAULT_DAYS = 30
+SUGGESTION_DAYS = 14
+
+StartTime = Annotated[
+    datetime | None,
+    Parameter(description="Start of the analysed window (ISO 8601; default: 30 days before end)."),
+]
+EndTime = Annotated[
+    datetime | None, Parameter(description="End of the analysed window (ISO 8601; default: now).")
+]
+
+_rollups = RollupScheduler()
+
+
+def _utc(moment: datetime) -> datetime:
+    """Times without a zone are taken as UTC."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _window(start: datetime | None, end: datetime | None, default_days: int) -> Window:
+    finish = _utc(end) if end is not None else utc_now()
+    begin = _utc(start) if start is not None else finish - timedelta(days=default_days)
+    if finish <= begin:
+        raise InvalidFieldError("end_time", "must be after start_time")
+    if finish - begin > timedelta(days=366):
+        raise InvalidFieldError("start_time", "the window may span at most 366 days")
+    return Window(begin, finish)
+
+
+def pricing_options(settings: Settings) -> PricingOptions:
+    return PricingOptions(
+        catalog=load_catalog(),
+        regions=settings.default_regions,
+        local_priced_as=settings.analytics_reference_cloud,
+    )
+
+
+def thresholds(settings: Settings) -> PerformanceThresholds:
+    return PerformanceThresholds(
+        error_rate_percent=settings.analytics_error_rate_threshold,
+        latency_ms=settings.analytics_latency_threshold_ms,
+    )
+
+
+async def _usage(
+    session: AsyncSession, owner_id: str, window: Window
+) -> tuple[dict[str, DeploymentFacts], list[UsageSample]]:
+    """The caller's deployments and their samples: nobody else's ever enter an analysis."""
+    facts = await load_facts(session, owner_id)
+    return facts, await load_samples(session, list(facts), window)
+
+
+class AnalyticsController(Controller):
+    path = "/analytics"
+    tags = ["analytics"]
+
+    @get("/cost", operation_id="AnalyticsCost")
+    async def cost(
+        self,
+        db_session: AsyncSession,
+        current_user: CurrentUser,
+        context: ApiContext,
+        start_time: StartTime = None,
+        end_time: EndTime = None,
+    ) -> CostAnalysis:
+        """What the caller's deployments cost in the window at catalog list prices, and what the
+        same usage would cost on each cloud's managed ML endpoint."""
+        window = _window(start_time, end_time, DEFAULT_DAYS)
+        facts, samples = await _usage(db_session, current_user.id, window)
+        return analyze_cost(facts, samples, window, pricing_options(context.settings))
+
+    @get("/performance", operation_id="AnalyticsPerformance")
+    async def performance(
+        self,
+        db_session: AsyncSession,
+        current_user: CurrentUser,
+        context: ApiContext,
+        start_time: StartTime = None,
+        end_time: EndTime = None,
+    ) -> PerformanceAnalysis:
+        """Requests, latency and errors, with threshold and statistical anomalies."""
+        window = _window(start_time, end_time, DEFAULT_DAYS)
+        facts, samples = await _usage(db_session, current_user.id, window)
+        return analyze_performance(facts, samples, window, thresholds(context.settings))
+
+    @get("/forecast", operation_id="AnalyticsForecast")
+    async def forecast(
+        self,
+        db_session: AsyncSession,
+        current_user: CurrentUser,
+        context: ApiContext,
+        days: Annotated[
+            int, Parameter(ge=1, le=365, description="Days to forecast (default 30).")
+        ] = DEFAULT_DAYS,
+        start_time: StartTime = None,
+        end_time: EndTime = None,
+    ) -> UsageForecast:
+        """Daily request and cost forecasts fitted to the window's history."""
+        window = _window(start_time, end_time, DEFAULT_DAYS)
+        facts, samples = await _usage(db_session, current_user.id, window)
+        return forecast_usage(facts, samples, window, days, pricing_options(context.settings))
+
+    @get("/suggestions", operation_id="AnalyticsSuggestions")
+    async def suggestions(
+        self,
+        db_session: AsyncSession,
+        current_user: CurrentUser,
+        context: ApiContext,
+        start_time: Annotated[
+            datetime | None,
+            Parameter(
+                description="*Extension*: start of the window (default: 14 days before end)."
+            ),
+        ] = None,
+        end_time: Annotated[
+            datetime | None, Parameter(description="*Extension*: end of the window (default: now).")
+        ] = None,
+    ) -> OptimizationSuggestions:
+        """Right-sizing, spot, hibernation, serverless and latency suggestions per deployment."""
+        window = _window(start_time, end_time, SUGGESTION_DAYS)
+        facts, samples = await _usage(db_session, current_user.id, window)
+        settings = context.settings
+        return suggest(
+            facts, samples, window, pricing_options(settings), limits=thresholds(settings)
+        )
+
+
+class UsageController(Controller):
+    path = "/deployments"
+    tags = ["analytics"]
+
+    @post(
+        "/{deployment_id:str}/usage",
+        operation_id="ReportUsage",
+        status_code=202,
+        exclude_from_auth=True,
+    )
+    async def report_usage(
+        self,
+        request: Request[Any, Any, Any],
+        deployment_id: str,
+        data: UsageReport,
+        db_session: AsyncSession,
+        context: ApiContext,
+    ) -> UsageReceipt:
+        """*Extension*: a deployment's serving process reports its usage per minute, with the
+        deployment-scoped token the platform gave it (``Authorization: Bearer dpl_...``); a user
+        token is refused. A minute sent again replaces the earlier copy."""
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        key = load_signing_key(context.settings)
+        if scheme.lower() != "bearer" or not verify_usage_token(key, deployment_id, token.strip()):
+            raise NotAuthorizedException(
+                "missing or invalid usage token: send 'Authorization: Bearer <the deployment's "
+                "usage token>' (AIDEPLOY_SERVE_USAGE_TOKEN)"
+            )
+        if await db_session.get(DeploymentRow, deployment_id) is None:
+            raise NotFoundError(f"deployment {deployment_id} not found")
+        retention = timedelta(days=context.settings.usage_minute_retention_days)
+        receipt = await record_usage(
+            db_session, deployment_id, data, now=utc_now(), retention=retention
+        )
+        _rollups.maybe_start(context.database, retention)
+        return receipt

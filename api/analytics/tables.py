@@ -1,0 +1,69 @@
+"""The usage tables: per-minute rows as instances report them, hourly rows after the roll-up.
+
+A minute row is one instance's complete tally of one minute, keyed by (deployment, instance,
+minute), so a report that is sent again (the reporter retries after a lost response) replaces
+instead of counting twice. Minutes older than the retention are merged into hourly rows (all
+instances together) and deleted; an hour is either still in minutes or already in hours, never
+both, so a range query adds the two without double counting.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from api.db.tables import Base
+
+
+class _UsageColumns:
+    """What an interval's usage is made of; every column is a sum except the memory peak."""
+
+    requests: Mapped[int] = mapped_column(BigInteger, default=0)
+    errors: Mapped[int] = mapped_column(BigInteger, default=0)
+    latency_ms_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    latency_buckets: Mapped[list[int]] = mapped_column(JSON, default=list)
+    instance_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    cpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    memory_byte_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    memory_peak_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_out: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+USAGE_COLUMNS = (
+    "requests",
+    "errors",
+    "latency_ms_sum",
+    "latency_buckets",
+    "instance_seconds",
+    "cpu_seconds",
+    "memory_byte_seconds",
+    "memory_peak_bytes",
+    "bytes_out",
+)
+
+
+class UsageMinuteRow(_UsageColumns, Base):
+    __tablename__ = "usage_minutes"
+    __table_args__ = (Index("ix_usage_minutes_deployment_minute", "deployment_id", "minute"),)
+
+    deployment_id: Mapped[str] = mapped_column(
+        ForeignKey("deployments.id", ondelete="CASCADE"), primary_key=True
+    )
+    instance_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    minute: Mapped[datetime] = mapped_column(primary_key=True)
+
+
+class UsageHourRow(_UsageColumns, Base):
+    __tablename__ = "usage_hours"
+
+    deployment_id: Mapped[str] = mapped_column(
+        ForeignKey("deployments.id", ondelete="CASCADE"), primary_key=True
+    )
+    hour: Mapped[datetime] = mapped_column(primary_key=True)
+
+
+def usage_values(row: _UsageColumns) -> dict[str, Any]:
+    return {name: getattr(row, name) for name in USAGE_COLUMNS}

@@ -1,0 +1,186 @@
+"""The usage endpoint and the four analytics endpoints over HTTP, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from aideploy.schema import utc_now
+from api.analytics.records import LATENCY_BOUNDS_MS, Window
+from api.analytics.schemas import UsageReport
+from api.analytics.store import load_samples, record_usage, roll_up
+from api.analytics.tables import UsageHourRow, UsageMinuteRow
+from api.analytics.tokens import usage_environment
+from api.context import ApiContext
+from api.db.engine import Database
+from api.db.tables import DeploymentRow, UserRow
+
+Client = AsyncTestClient[Litestar]
+
+
+@asynccontextmanager
+async def _session(context: ApiContext) -> AsyncIterator[AsyncSession]:
+    """A session of our own engine: the app's engine belongs to the test client's event loop."""
+    database = Database(context.settings.effective_database_url)
+    try:
+        async with database.session() as session:
+            yield session
+    finally:
+        await database.dispose()
+
+
+async def _deployment(context: ApiContext, username: str, name: str) -> str:
+    """An active AWS Kubernetes deployment of ``username``, written straight to the database."""
+    async with _session(context) as session:
+        owner = await session.scalar(select(UserRow.id).where(UserRow.username == username))
+        assert owner is not None
+        row = DeploymentRow(
+            owner_id=owner,
+            name=name,
+            model_id="no-model",
+            model_type="original",
+            deployment_type="kubernetes",
+            status="active",
+            created_at=utc_now() - timedelta(days=3),
+            spec={
+                "resource_requirements": {"cpu": "1", "memory": "2Gi"},
+                "target": {"cloud": "aws", "region": "us-east-1"},
+            },
+        )
+        session.add(row)
+    return row.id
+
+
+def _minute(start: datetime, requests: int = 60, errors: int = 0) -> dict[str, Any]:
+    buckets = [0] * (len(LATENCY_BOUNDS_MS) + 1)
+    buckets[6] = requests  # 25-50 ms
+    return {
+        "start": start.isoformat(),
+        "requests": requests,
+        "errors": errors,
+        "latency_ms_sum": 40.0 * requests,
+        "latency_buckets": buckets,
+        "instance_seconds": 60,
+        "cpu_seconds": 30,
+        "memory_byte_seconds": 60 * 2**29,
+        "memory_peak_bytes": 2**29,
+        "bytes_out": 1000 * requests,
+    }
+
+
+def _recent_minutes(count: int) -> list[datetime]:
+    now = utc_now().replace(second=0, microsecond=0)
+    return [now - timedelta(minutes=count - k) for k in range(count)]
+
+
+def _token_header(context: ApiContext, deployment_id: str) -> dict[str, str]:
+    token = usage_environment(context.settings, deployment_id)["AIDEPLOY_SERVE_USAGE_TOKEN"]
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_usage_needs_the_deployments_own_token(
+    client: Client, context: ApiContext, alice: dict[str, str]
+) -> None:
+    mine = await _deployment(context, "alice", "mine")
+    other = await _deployment(context, "alice", "other")
+    body = {"instance_id": "pod-1", "minutes": [_minute(_recent_minutes(1)[0])]}
+    url = f"/deployments/{mine}/usage"
+    assert (await client.post(url, json=body)).status_code == 401
+    assert (await client.post(url, json=body, headers=alice)).status_code == 401
+    assert (
+        await client.post(url, json=body, headers=_token_header(context, other))
+    ).status_code == 401
+    accepted = await client.post(url, json=body, headers=_token_header(context, mine))
+    assert accepted.status_code == 202, accepted.text
+    assert accepted.json() == {"accepted": 1, "skipped": 0}
+
+
+async def test_bad_reports_name_the_field(client: Client, context: ApiContext) -> None:
+    deployment = await _deployment(context, "alice", "mine")
+    minute = _minute(_recent_minutes(1)[0], requests=5, errors=9)
+    response = await client.post(
+        f"/deployments/{deployment}/usage",
+        json={"instance_id": "pod-1", "minutes": [minute]},
+        headers=_token_header(context, deployment),
+    )
+    assert response.status_code in (400, 422)
+    assert "errors (9) exceed requests (5)" in response.text
+
+
+async def test_analytics_are_per_owner_and_reports_are_idempotent(
+    client: Client, context: ApiContext, alice: dict[str, str], bob: dict[str, str]
+) -> None:
+    deployment = await _deployment(context, "alice", "mine")
+    await _deployment(context, "bob", "theirs")
+    minutes = [_minute(start) for start in _recent_minutes(30)]
+    for _ in range(2):  # sent twice (a retry): stored once
+        response = await client.post(
+            f"/deployments/{deployment}/usage",
+            json={"instance_id": "pod-1", "minutes": minutes},
+            headers=_token_header(context, deployment),
+        )
+        assert response.json()["accepted"] == 30
+    performance = (await client.get("/analytics/performance", headers=alice)).json()
+    assert performance["total_requests"] == 30 * 60
+    assert performance["performance_by_deployment"][deployment]["avg_latency"] == 40.0
+    cost = (await client.get("/analytics/cost", headers=alice)).json()
+    assert cost["cost_by_deployment"][deployment] > 0
+    assert cost["priced_as"][deployment] == "aws/us-east-1"
+    assert set(cost["comparison"]["savings_percentage"]) == {"aws", "azure", "gcp"}
+
+    theirs = (await client.get("/analytics/performance", headers=bob)).json()
+    assert theirs["total_requests"] == 0
+    assert deployment not in theirs["performance_by_deployment"]
+    bob_cost = (await client.get("/analytics/cost", headers=bob)).json()
+    assert deployment not in bob_cost["cost_by_deployment"]
+
+    forecast = await client.get("/analytics/forecast", params={"days": 7}, headers=alice)
+    assert forecast.status_code == 200, forecast.text
+    assert forecast.json()["forecast_by_deployment"][deployment]["current_requests"] == 1800
+    suggestions = await client.get("/analytics/suggestions", headers=alice)
+    assert suggestions.status_code == 200, suggestions.text
+
+
+async def test_query_parameters_are_validated(client: Client, alice: dict[str, str]) -> None:
+    assert (await client.get("/analytics/forecast?days=0", headers=alice)).status_code == 422
+    assert (await client.get("/analytics/forecast?days=366", headers=alice)).status_code == 422
+    backwards = await client.get(
+        "/analytics/cost",
+        params={"start_time": "2026-02-01T00:00:00Z", "end_time": "2026-01-01T00:00:00Z"},
+        headers=alice,
+    )
+    assert backwards.status_code in (400, 422)
+    assert "end_time" in backwards.text
+    assert (await client.get("/analytics/cost")).status_code == 401
+
+
+async def test_roll_up_keeps_the_totals(context: ApiContext) -> None:
+    deployment = await _deployment(context, "alice", "mine")
+    start = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
+    minutes = [_minute(start + timedelta(minutes=k)) for k in range(150)]  # 10:00-12:30
+    report = UsageReport.model_validate({"instance_id": "pod-1", "minutes": minutes})
+    retention = timedelta(days=7)
+    window = Window(start - timedelta(days=1), start + timedelta(days=1))
+    async with _session(context) as session:
+        stored = await record_usage(
+            session, deployment, report, now=start + timedelta(hours=3), retention=retention
+        )
+        assert stored.accepted == 150
+        before = await load_samples(session, [deployment], window)
+        later = start + timedelta(days=7, hours=2)  # 10:00 and 11:00 are past the retention
+        assert await roll_up(session, now=later, retention=retention) == 120
+        hours = await session.scalar(select(func.count()).select_from(UsageHourRow))
+        left = await session.scalar(select(func.count()).select_from(UsageMinuteRow))
+        after = await load_samples(session, [deployment], window)
+        late = await record_usage(session, deployment, report, now=later, retention=retention)
+    assert (hours, left) == (2, 30)
+    assert sum(sample.requests for sample in after) == sum(s.requests for s in before) == 9000
+    assert sum(sample.bytes_out for sample in after) == sum(s.bytes_out for s in before)
+    assert late.skipped == 120  # minutes of hours already rolled up are too late
