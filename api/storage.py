@@ -13,8 +13,6 @@ from typing import Any, Protocol
 
 from aideploy.errors import InputError
 
-_OBJECT_SCHEMES = ("s3://", "gs://", "az://", "abfs://", "memory://")
-
 
 class ArtifactStore(Protocol):
     def put(self, source: Path, key: str) -> str:
@@ -56,7 +54,9 @@ class LocalArtifactStore:
 
 
 class ObjectArtifactStore:
-    """``s3://``, ``gs://``, ``az://`` through fsspec, with a local read cache in the data dir."""
+    """``s3://``, ``gs://``, ``az://`` (any fsspec URL) with a local read cache in the data dir.
+
+    Cloud deployments read their model from here, so they need this store."""
 
     def __init__(self, url: str, cache_dir: Path) -> None:
         import fsspec  # the cloud filesystems are optional extras
@@ -100,8 +100,13 @@ class ObjectArtifactStore:
             shutil.rmtree(cached)
 
 
+def is_object_url(url: str) -> bool:
+    """Whether ``url`` names object storage (any fsspec URL but a local ``file://`` path)."""
+    return "://" in url and not url.startswith("file://")
+
+
 def open_artifact_store(url: str, data_dir: Path) -> ArtifactStore:
     """The store for ``settings.effective_artifact_store_url``."""
-    if url.startswith(_OBJECT_SCHEMES):
+    if is_object_url(url):
         return ObjectArtifactStore(url, data_dir / "artifact-cache")
     return LocalArtifactStore(Path(url.removeprefix("file://")))

@@ -99,7 +99,7 @@ class DeploymentJobHandler:
         hibernated = operation is Operation.HIBERNATE or (
             operation is Operation.UPDATE and previous == S.HIBERNATED.value
         )
-        runner = context.runners.for_cloud(deployment.target.cloud)  # type: ignore[union-attr]
+        runner = context.runners.for_target(deployment.target)
         local_path = (
             await anyio.to_thread.run_sync(context.store.local_path, location) if location else None
         )

@@ -33,6 +33,7 @@ from api.jobs.queue import JobKind, add_job
 from api.models.service import get_model
 from api.optimizations.service import get_optimized
 from api.runners.base import RunnerUnavailableError
+from api.storage import is_object_url
 
 S = DeploymentStatus
 BUSY = (S.CREATING, S.UPDATING, S.HIBERNATING, S.ACTIVATING, S.DELETING)
@@ -78,10 +79,14 @@ def to_deployment(row: DeploymentRow) -> Deployment:
     )
 
 
-def resolve_target(spec: DeploymentCreate, settings: Settings) -> Target:
-    """Where the deployment runs: its own ``target``, else the configured default cloud."""
+def resolve_target(spec: DeploymentCreate, settings: Settings) -> Target | None:
+    """Where the deployment runs: its own ``target``; without one, ``None`` when multi-cloud
+    placement is on (the program picks the cheapest cloud and region), else the configured
+    default cloud."""
     if spec.target is not None:
         return spec.target
+    if spec.cost_optimization_policy.multi_cloud_enabled:
+        return None
     region = settings.default_regions.get(settings.default_cloud)
     return Target(cloud=settings.default_cloud, region=region)
 
@@ -111,9 +116,9 @@ async def artifact_location(
     return optimized.storage_path
 
 
-def _ensure_runner(context: ApiContext, target: Target) -> None:
+def _ensure_runner(context: ApiContext, target: Target | None) -> None:
     try:
-        context.runners.for_cloud(target.cloud).check_available()
+        context.runners.for_target(target).check_available()
     except RunnerUnavailableError as exc:
         raise ServiceUnavailableError(str(exc)) from None
 
@@ -122,8 +127,15 @@ async def create_deployment(
     session: AsyncSession, context: ApiContext, owner_id: str, spec: DeploymentCreate
 ) -> DeploymentRow:
     target = resolve_target(spec, context.settings)
-    await artifact_location(session, owner_id, spec.model_id, spec.model_type)
+    location = await artifact_location(session, owner_id, spec.model_id, spec.model_type)
     _ensure_runner(context, target)  # before anything exists: nothing half-created
+    if (target is None or target.cloud is not Cloud.LOCAL) and not is_object_url(location):
+        raise InvalidFieldError(
+            "target",
+            "cloud deployments load the model from object storage, but this API keeps "
+            "artifacts in a local directory; set artifact_store_url to an s3://, gs:// or "
+            "az:// URL, or deploy with target.cloud 'local'",
+        )
     resolved = spec.model_copy(update={"target": target})
     row = DeploymentRow(
         owner_id=owner_id,
@@ -186,7 +198,7 @@ async def start_operation(
     previous = row.status
     if previous not in allowed:
         raise ConflictError(_conflict_reason(deployment_id, previous, operation, allowed))
-    target = Target.model_validate(row.spec["target"])
+    target = to_deployment(row).target
     if operation is not Operation.DELETE:
         _ensure_runner(context, target)
     values: dict[str, Any] = {"status": running.value, "status_reason": None}
@@ -263,7 +275,7 @@ async def restore_local_deployments(context: ApiContext) -> None:
                 session, JobKind.DEPLOY, row.owner_id, row.id, operation=Operation.RESTORE.value
             )
             for row in rows
-            if row.spec.get("target", {}).get("cloud") == Cloud.LOCAL.value
+            if (row.spec.get("target") or {}).get("cloud") == Cloud.LOCAL.value
         ]
     for job in jobs:
         await context.jobs.enqueue(job.id)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from aideploy.errors import AideployError
-from aideploy.schema import Cloud, Deployment
+from aideploy.schema import Cloud, Deployment, Target
 
 
 class RunnerUnavailableError(AideployError):
@@ -36,7 +36,8 @@ class DeploymentPlan:
     """Everything a runner needs to make one deployment exist as described."""
 
     deployment: Deployment
-    """The desired state; ``deployment.target`` is resolved (never ``None``)."""
+    """The desired state; ``deployment.target`` is ``None`` only when the program places it
+    (``multi_cloud_enabled`` without a target)."""
     stack_name: str
     artifact_uri: str
     """Where the model artifact lives in the artifact store (a path or an object-store URL)."""
@@ -46,11 +47,6 @@ class DeploymentPlan:
     """Desired: scaled to zero (hibernated) rather than serving."""
     runtime: dict[str, Any] = field(default_factory=dict)
     """What the runner recorded at its last apply (stack name, local port...)."""
-
-    @property
-    def cloud(self) -> Cloud:
-        assert self.deployment.target is not None
-        return self.deployment.target.cloud
 
 
 @dataclass(frozen=True)
@@ -88,8 +84,9 @@ class RunnerSet:
         self.local = local
         self.cloud = cloud
 
-    def for_cloud(self, cloud: Cloud) -> Runner:
-        return self.local if cloud is Cloud.LOCAL else self.cloud
+    def for_target(self, target: Target | None) -> Runner:
+        """``None``: the program picks the cloud (multi-cloud placement), so a cloud runner."""
+        return self.local if target is not None and target.cloud is Cloud.LOCAL else self.cloud
 
     async def start(self, on_idle: IdleCallback) -> None:
         await self.local.start(on_idle)

@@ -219,3 +219,15 @@ async def test_idle_deployment_hibernates_by_itself(
     assert (await settle(client, alice, deployment_id))["status"] == "active"
     await client.delete(f"/deployments/{deployment_id}", headers=alice)
     await settle(client, alice, deployment_id)
+
+
+async def test_cloud_deployments_need_an_object_store(
+    client: Client, alice: dict[str, str], upload: Any
+) -> None:
+    model_id = (await upload(alice)).json()["model_id"]
+    body = local_body(model_id, name="cloudy", target={"cloud": "gcp", "region": "us-central1"})
+    response = await client.post("/deployments", json=body, headers=alice)
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "target"
+    assert "artifact_store_url" in response.json()["detail"]
+    assert (await client.get("/deployments", headers=alice)).json() == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from typing import Any
 
 import pytest
@@ -19,7 +20,13 @@ BUSY = {"creating", "updating", "hibernating", "activating", "deleting"}
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    return settings.model_copy(update={"serving_image": "registry.example.com/aideploy/serving:1"})
+    """Cloud deployments need an object store: fsspec's in-memory one stands in for S3."""
+    return settings.model_copy(
+        update={
+            "serving_image": "registry.example.com/aideploy/serving:1",
+            "artifact_store_url": f"memory://aideploy-tests/{uuid.uuid4().hex}",
+        }
+    )
 
 
 async def settle(client: Client, headers: dict[str, str], deployment_id: str) -> dict[str, Any]:
@@ -146,3 +153,20 @@ async def test_another_users_deployment_is_404(
     # Bob cannot deploy Alice's model either.
     stolen = await client.post("/deployments", json=cloud_body(model_id), headers=bob)
     assert stolen.status_code == 422
+
+
+async def test_multi_cloud_without_target_is_placed_by_the_program(
+    client: Client, alice: dict[str, str], upload: Any
+) -> None:
+    model_id = (await upload(alice)).json()["model_id"]
+    body = cloud_body(model_id, name="anywhere", deployment_type="serverless")
+    del body["target"]
+    body["cost_optimization_policy"]["multi_cloud_enabled"] = True
+    created = await client.post("/deployments", json=body, headers=alice)
+    assert created.status_code == 202, created.text
+    assert created.json()["target"] is None
+    final = await settle(client, alice, created.json()["id"])
+    # The program tried every catalogued cloud and region (none takes a memory:// model).
+    assert final["status"] == "failed"
+    assert "no catalogued cloud can run this deployment" in final["status_reason"]
+    assert "aws/us-east-1" in final["status_reason"]
