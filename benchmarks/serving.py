@@ -336,33 +336,46 @@ def run_helper(*args: str) -> dict[str, Any]:
     return dict(json.loads(result.stdout))
 
 
+BATCHING = ("--max-batch-size", "8", "--max-batch-delay-ms", "2")
+# (label, JSON body instead of binary, concurrency, extra server options)
+LEVELS: tuple[tuple[str, bool, int, tuple[str, ...]], ...] = (
+    ("c=1 binary", False, 1, ()),
+    ("c=1 json", True, 1, ()),
+    ("c=8 binary", False, 8, ()),
+    ("c=32 binary", False, 32, ()),
+    ("c=8 binary, batching 8/2ms", False, 8, BATCHING),
+    ("c=32 binary, batching 8/2ms", False, 32, BATCHING),
+)
+
+
 def steady_state(
     name: str, model: Path, inputs: Path, binary: bytes, as_json: bytes, seconds: float
 ) -> tuple[Latency, float, dict[str, Latency], float]:
+    """The raw loop, then the server at each level; memory is read after the plain server's
+    levels (the batching server runs separately)."""
     raw = run_helper("raw", str(model), str(inputs), str(seconds))
-    port = free_port()
-    server = start_server(model, "m", port)
     served: dict[str, Latency] = {}
-    try:
-        exchange(port, http_request("m", binary, True), time.perf_counter() + 60)
-        with tempfile.TemporaryDirectory() as scratch:
-            for label, body, binary_header, concurrency in (
-                ("c=1 binary", binary, True, 1),
-                ("c=1 json", as_json, False, 1),
-                ("c=8 binary", binary, True, 8),
-                ("c=32 binary", binary, True, 32),
-            ):
-                request_file = Path(scratch) / "request"
-                request_file.write_bytes(http_request("m", body, binary_header))
-                console.print(f"[dim]{name}: {label} for {seconds:g}s[/]")
-                result = run_helper(
-                    "load", str(port), str(request_file), str(concurrency), str(seconds)
-                )
-                served[label] = Latency(**result["latency"])
-        server_rss = rss_mb(server.pid)
-    finally:
-        server.terminate()
-        server.wait()
+    server_rss = 0.0
+    with tempfile.TemporaryDirectory() as scratch:
+        request_file = Path(scratch) / "request"
+        for options in dict.fromkeys(level[3] for level in LEVELS):
+            port = free_port()
+            server = start_server(model, "m", port, *options)
+            try:
+                exchange(port, http_request("m", binary, True), time.perf_counter() + 60)
+                for label, use_json, concurrency, _ in (lv for lv in LEVELS if lv[3] == options):
+                    body = as_json if use_json else binary
+                    request_file.write_bytes(http_request("m", body, not use_json))
+                    console.print(f"[dim]{name}: {label} for {seconds:g}s[/]")
+                    result = run_helper(
+                        "load", str(port), str(request_file), str(concurrency), str(seconds)
+                    )
+                    served[label] = Latency(**result["latency"])
+                if not options:
+                    server_rss = rss_mb(server.pid)
+            finally:
+                server.terminate()
+                server.wait()
     return Latency(**raw["latency"]), float(raw["rss_mb"]), served, server_rss
 
 
