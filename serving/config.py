@@ -44,6 +44,11 @@ where a flag wins over its variable:
     of common load balancers so they never reuse a connection the server just closed).
 ``AIDEPLOY_SERVE_LOG_LEVEL``
     ``DEBUG``, ``INFO``, ``WARNING`` or ``ERROR`` (default ``INFO``).
+``AIDEPLOY_SERVE_USAGE_URL``, ``AIDEPLOY_SERVE_USAGE_TOKEN``, ``AIDEPLOY_SERVE_USAGE_INTERVAL``
+    Where the server reports its per-minute usage (``POST .../deployments/{id}/usage``), with the
+    deployment-scoped token the platform issued, every ``INTERVAL`` seconds (default 60); unset
+    URL = no reporting (see :mod:`serving.usage`). Variables only: a token has no place on a
+    command line.
 """
 
 from __future__ import annotations
@@ -99,6 +104,9 @@ class ServeConfig:
     shutdown_grace_seconds: float = 25.0
     keepalive_seconds: float = 75.0
     log_level: str = "INFO"
+    usage_url: str | None = None
+    usage_token: str | None = None
+    usage_interval: float = 60.0
 
 
 def load_config(
@@ -179,6 +187,12 @@ def load_config(
     log_level = "INFO" if level is None else str(level).strip().upper()
     if log_level not in _LOG_LEVELS:
         raise ConfigError(f"{level_where}: expected one of {', '.join(_LOG_LEVELS)}, got {level!r}")
+    usage_url, url_where = raw("usage_url")
+    usage_token, token_where = raw("usage_token")
+    if usage_url and not str(usage_url).startswith(("http://", "https://")):
+        raise ConfigError(f"{url_where}: expected an http:// or https:// URL, got {usage_url!r}")
+    if usage_url and not usage_token:
+        raise ConfigError(f"{token_where}: required with {url_where}")
     return ServeConfig(
         models=models,
         host="127.0.0.1" if host is None else _text(host, host_where),
@@ -193,6 +207,9 @@ def load_config(
         shutdown_grace_seconds=decimal("shutdown_grace_seconds", 25.0, 0.0, 3600.0),
         keepalive_seconds=decimal("keepalive_seconds", 75.0, 1.0, 86_400.0),
         log_level=log_level,
+        usage_url=str(usage_url) if usage_url else None,
+        usage_token=str(usage_token) if usage_url and usage_token else None,
+        usage_interval=decimal("usage_interval", 60.0, 1.0, 3600.0),
     )
 
 
@@ -237,8 +254,8 @@ def parse_byte_size(text: str, where: str) -> int:
     return size
 
 
-def available_cpus() -> int:
-    """The CPUs this process may use: the cgroup v2 quota if one is set, else its affinity.
+def available_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """The CPUs this process may use: its affinity, capped by a cgroup CPU quota if one is set.
 
     Inside a container limited to ``cpu: 2`` on a 64-core node, ``os.cpu_count()`` says 64;
     running 64 onnxruntime threads there would be throttled to a crawl.
@@ -247,13 +264,23 @@ def available_cpus() -> int:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cpus = os.cpu_count() or 1
+    quota = _cgroup_quota(cgroup)
+    return cpus if quota is None else max(1, min(cpus, round(quota)))
+
+
+def _cgroup_quota(cgroup: Path) -> float | None:
+    """CPUs granted by cgroup v2 ``cpu.max`` or v1 ``cpu.cfs_quota_us``; None when unlimited."""
     try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        quota, period = (cgroup / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
     except (OSError, ValueError):
-        return cpus
-    if quota == "max":
-        return cpus
-    return max(1, min(cpus, round(int(quota) / int(period))))
+        pass
+    try:
+        quota_us = int((cgroup / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((cgroup / "cpu" / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return None if quota_us <= 0 else quota_us / period_us
 
 
 def _default_name(source: str) -> str:

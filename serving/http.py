@@ -344,6 +344,7 @@ class _Connection(asyncio.Protocol):
         if not keep_alive:
             lines.append("Connection: close")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        self.server.metrics.bytes_out += len(head) + (0 if head_only else len(body))
         if head_only:
             transport.write(head)
         elif len(body) < 65536:

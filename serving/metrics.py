@@ -92,6 +92,8 @@ class Metrics:
     http_responses: dict[int, int] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
     load_seconds: dict[str, float] = field(default_factory=dict)
+    bytes_out: int = 0
+    """Bytes of HTTP responses written (headers and bodies), for usage reporting."""
 
     def model(self, name: str) -> ModelStats:
         stats = self.models.get(name)

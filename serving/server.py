@@ -19,6 +19,7 @@ from serving.app import InferenceApp
 from serving.config import ServeConfig
 from serving.http import HttpServer
 from serving.metrics import Metrics
+from serving.usage import UsageReporter
 
 if TYPE_CHECKING:
     from serving.model import ServedModel
@@ -47,6 +48,11 @@ async def _serve(config: ServeConfig, loader: list[Future[ServedModel]], started
         max_body_bytes=config.max_body_bytes,
         keepalive_seconds=config.keepalive_seconds,
     )
+    usage = (
+        UsageReporter(metrics, config.usage_url, config.usage_token, config.usage_interval)
+        if config.usage_url and config.usage_token
+        else None
+    )
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
@@ -58,6 +64,8 @@ async def _serve(config: ServeConfig, loader: list[Future[ServedModel]], started
     log.info(
         "listening on http://%s:%d (loading %d model(s))", config.host, port, len(config.models)
     )
+    if usage is not None:
+        usage.start()
     loading = loop.create_task(_receive_models(config, app, loader, started))
     stopping = loop.create_task(stop.wait())
     await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -77,6 +85,8 @@ async def _serve(config: ServeConfig, loader: list[Future[ServedModel]], started
     app.stop()
     clean = await http.drain(0.0 if code else config.shutdown_grace_seconds)
     executor.shutdown(wait=True, cancel_futures=True)
+    if usage is not None:
+        await usage.stop()
     log.info("stopped%s", "" if clean else " (some requests were cut off)")
     return code
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -118,3 +119,24 @@ def test_byte_sizes(text: str, size: int) -> None:
 
 def test_health_check_needs_no_model() -> None:
     assert load_config(environ={"PORT": "8123"}, require_model=False).port == 8123
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({}, "all"),
+        ({"cpu.max": "max 100000\n"}, "all"),
+        ({"cpu.max": "100000 100000\n"}, 1),
+        ({"cpu.max": "50000 100000\n"}, 1),
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, "all"),
+        ({"cpu/cpu.cfs_quota_us": "100000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1),
+    ],
+)
+def test_threads_follow_the_cgroup_cpu_limit(
+    tmp_path: Path, files: dict[str, str], expected: int | str
+) -> None:
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    every = len(os.sched_getaffinity(0))
+    assert available_cpus(tmp_path) == (every if expected == "all" else expected)
