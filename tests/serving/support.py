@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 _LISTENING = re.compile(r"listening on http://[^:]+:(\d+)")
 
 
-def _save(graph: onnx.GraphProto, path: Path) -> Path:
+def save_model(graph: onnx.GraphProto, path: Path) -> Path:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model)
@@ -40,7 +40,7 @@ def build_scale(path: Path) -> Path:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
         [helper.make_tensor("w", TensorProto.FLOAT, [4], [1.0, 2.0, 3.0, 4.0])],
     )
-    return _save(graph, path)
+    return save_model(graph, path)
 
 
 # name -> (ONNX type, shape); every input comes back through an Identity as "<name>_out".
@@ -75,7 +75,7 @@ def build_multi(path: Path) -> Path:
             helper.make_tensor_value_info("total", TensorProto.INT64, []),
         ],
     )
-    return _save(graph, path)
+    return save_model(graph, path)
 
 
 def build_add(path: Path) -> Path:
@@ -89,7 +89,7 @@ def build_add(path: Path) -> Path:
         ],
         [helper.make_tensor_value_info("sum", TensorProto.FLOAT, ["n"])],
     )
-    return _save(graph, path)
+    return save_model(graph, path)
 
 
 @dataclass

@@ -334,3 +334,46 @@ async def test_stopping_answers_requests_still_waiting_for_a_model(tmp_path: Pat
                 "shutting down before model 'never-loaded' finished loading"
                 in json.loads(response.body)["error"]
             )
+
+
+def test_non_tensor_outputs_are_left_out_and_unservable_inputs_refused(tmp_path: Path) -> None:
+    """Like skl2onnx's ZipMap output (a sequence of maps): the tensor outputs are still served."""
+    from onnx import TensorProto, helper
+
+    from aideploy.errors import NotSupportedError
+    from serving.config import ModelSpec
+    from serving.model import load_model
+    from tests.serving.support import save_model
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])
+    mixed = helper.make_graph(
+        [
+            helper.make_node("Identity", ["x"], ["y"]),
+            helper.make_node("SequenceConstruct", ["x"], ["seq"]),
+        ],
+        "mixed",
+        [x],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, [2]),
+            helper.make_value_info(
+                "seq",
+                helper.make_sequence_type_proto(
+                    helper.make_tensor_type_proto(TensorProto.FLOAT, [2])
+                ),
+            ),
+        ],
+    )
+    model = load_model(
+        ModelSpec("mixed", str(save_model(mixed, tmp_path / "mixed.onnx"))), tmp_path, 1, 1
+    )
+    assert list(model.outputs) == ["y"]
+    bf16 = helper.make_graph(
+        [helper.make_node("Identity", ["b"], ["c"])],
+        "bf16",
+        [helper.make_tensor_value_info("b", TensorProto.BFLOAT16, [2])],
+        [helper.make_tensor_value_info("c", TensorProto.BFLOAT16, [2])],
+    )
+    with pytest.raises(
+        NotSupportedError, match=r"input 'b' has type tensor\(bfloat16\), which is not served"
+    ):
+        load_model(ModelSpec("bf16", str(save_model(bf16, tmp_path / "bf16.onnx"))), tmp_path, 1, 1)
