@@ -52,11 +52,14 @@ async def health() -> dict[str, str]:
 
 
 def default_runners(settings: Settings) -> RunnerSet:
-    """The embedded local runner, and the Automation API runner for the clouds."""
+    """The embedded local runner (its servers report usage to this API), and the Automation
+    API runner for the clouds."""
+    from api.analytics.tokens import usage_environment
     from api.runners.automation import AutomationRunner
     from api.runners.local import LocalRunner
 
-    return RunnerSet(local=LocalRunner(settings), cloud=AutomationRunner(settings))
+    local = LocalRunner(settings, lambda deployment_id: usage_environment(settings, deployment_id))
+    return RunnerSet(local=local, cloud=AutomationRunner(settings))
 
 
 def create_app(settings: Settings | None = None, *, runners: RunnerSet | None = None) -> Litestar:

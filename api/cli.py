@@ -30,16 +30,20 @@ def serve_api(
     from api.app import create_app
 
     settings = settings_or_fail()
+    # The listening address is part of the settings: local deployments report usage to it.
+    settings = settings.model_copy(
+        update={"api_host": host or settings.api_host, "api_port": port or settings.api_port}
+    )
     app = create_app(settings)
     typer.echo(
-        f"aideploy API on http://{host or settings.api_host}:{port or settings.api_port} "
+        f"aideploy API on http://{settings.api_host}:{settings.api_port} "
         f"(data in {settings.data_dir}; OpenAPI at /schema)",
         err=True,
     )
     uvicorn.run(
         app,
-        host=host or settings.api_host,
-        port=port or settings.api_port,
+        host=settings.api_host,
+        port=settings.api_port,
         log_level=settings.log_level.lower(),
         proxy_headers=False,
     )

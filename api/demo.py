@@ -85,10 +85,15 @@ def embedded_api(data_dir: Path, admin: tuple[str, str]) -> Iterator[str]:
     from api.app import create_app
     from api.runners.local import free_port
 
-    settings = load_settings(
-        data_dir=data_dir, admin_username=admin[0], admin_password=admin[1], log_level="WARNING"
-    )
     port = free_port()
+    settings = load_settings(
+        data_dir=data_dir,
+        admin_username=admin[0],
+        admin_password=admin[1],
+        log_level="WARNING",
+        api_port=port,
+        usage_report_interval_seconds=1,  # so the analytics step has this session's traffic
+    )
     server = uvicorn.Server(
         uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
     )

@@ -26,13 +26,14 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio.to_thread
 
 from aideploy.errors import AideployError
-from aideploy.settings import Settings
+from aideploy.settings import Settings, child_process_environment
 from api.runners.base import ApplyOutcome, DeploymentPlan, EventSink, IdleCallback, RunnerEvent
 
 log = logging.getLogger("aideploy.api.local")
@@ -55,6 +56,7 @@ class _Served:
     name: str
     port: int
     command: list[str]
+    environment: dict[str, str]
     log_path: Path
     idle_timeout: float | None
     process: subprocess.Popen[bytes] | None = None
@@ -113,8 +115,16 @@ def _last_log_line(path: Path) -> str:
     return lines[-1] if lines else "no output"
 
 
+ChildEnvironment = Callable[[str], Mapping[str, str]]
+"""Extra environment variables for a deployment's server, by deployment id (the usage
+reporting settings: ``api.analytics.tokens.usage_environment``, wired in ``create_app``)."""
+
+
 class LocalRunner:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, child_environment: ChildEnvironment | None = None
+    ) -> None:
+        self._child_environment = child_environment
         self._logs = settings.data_dir / "logs" / "deployments"
         self._converted = settings.data_dir / "work" / "onnx"
         self._served: dict[str, _Served] = {}
@@ -161,8 +171,10 @@ class LocalRunner:
                     )
                 )
             policy = deployment.cost_optimization_policy
+            extra = dict(self._child_environment(deployment.id)) if self._child_environment else {}
             served = _Served(
                 deployment_id=deployment.id,
+                environment=child_process_environment(extra),
                 name=deployment.name,
                 port=port,
                 command=command,
@@ -238,6 +250,7 @@ class LocalRunner:
             served.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
                 served.command,
                 stdin=subprocess.DEVNULL,
+                env=served.environment,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
