@@ -29,6 +29,7 @@ from aideploy.schema import (
 )
 
 __all__ = [
+    "MODEL_URI_SCHEMES",
     "CostOptimizationPolicyArgs",
     "DeploymentArgs",
     "DeploymentSpec",
@@ -131,6 +132,13 @@ class DeploymentSpec:
     labels: dict[str, str]
     public_endpoint: bool
 
+
+MODEL_URI_SCHEMES: dict[Cloud, tuple[str, ...]] = {
+    Cloud.AWS: ("s3://",),
+    Cloud.GCP: ("gs://",),
+    Cloud.AZURE: ("https://",),
+}
+"""The object stores each cloud's serverless target grants its identity read access to."""
 
 _Model = TypeVar("_Model", bound=BaseModel)
 _DNS_LABEL: TypeAdapter[str] = TypeAdapter(DnsLabel)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from aideploy.errors import InputError
 from aideploy.schema import Cloud, DeploymentType
-from aideploy_iac.args import DeploymentSpec
+from aideploy_iac.args import MODEL_URI_SCHEMES, DeploymentSpec, model_uri_parts
 from aideploy_iac.policies import TargetKind, plan_for
 from aideploy_iac.pricing import CostEstimate, PriceCatalog, UsageProfile, estimate_monthly_cost
 
@@ -57,7 +57,11 @@ def choose_placement(
     rejected: list[str] = []
     for cloud, region in catalog.places():
         try:
-            plan_for(target_kind(deployment_type, cloud), spec)
+            kind = target_kind(deployment_type, cloud)
+            if kind is not TargetKind.KUBERNETES and isinstance(spec.model_uri, str):
+                # Serverless targets grant read access only to their own cloud's object store.
+                model_uri_parts(spec.model_uri, MODEL_URI_SCHEMES[cloud])
+            plan_for(kind, spec)
             estimates.append(
                 estimate_monthly_cost(
                     catalog,

@@ -22,6 +22,7 @@ from typing import Any
 import pulumi
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc
+from pulumi.runtime.settings import SETTINGS
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
@@ -125,7 +126,12 @@ def _computed_outputs(resource_type: str, name: str, inputs: Mapping[str, Any]) 
         configuration = dict(inputs.get("configuration") or {})
         fqdn = f"{inputs.get('containerAppName', name)}.mock.azurecontainerapps.io"
         configuration["ingress"] = {**(configuration.get("ingress") or {}), "fqdn": fqdn}
-        return {"configuration": configuration, "latestRevisionFqdn": fqdn}
+        identity = dict(inputs.get("identity") or {})
+        # The API takes a list of identity ids and answers with a map of them.
+        identity["userAssignedIdentities"] = {
+            identity_id: {} for identity_id in identity.get("userAssignedIdentities") or []
+        }
+        return {"configuration": configuration, "identity": identity, "latestRevisionFqdn": fqdn}
     if resource_type == "aws:ecr/repository:Repository":
         return {"repositoryUrl": f"123456789012.dkr.ecr.us-east-1.amazonaws.com/{name}"}
     if resource_type == "aws:iam/role:Role":
@@ -157,7 +163,7 @@ class _RecordingMocks(pulumi.runtime.Mocks):
             raise UnmockedCallError(
                 f"provider function {args.token!r} has no mock (mocked functions: {known})"
             )
-        return answer(args.args), None
+        return answer(args.args), []
 
 
 class _RecordingMonitor(pulumi_mocks.MockMonitor):
@@ -227,6 +233,7 @@ def _run_on_fresh_loop(
     project: str,
     stack: str,
     call_results: Mapping[str, CallResult],
+    config: Mapping[str, str],
 ) -> SynthResult:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
@@ -235,6 +242,11 @@ def _run_on_fresh_loop(
         pulumi.runtime.set_mocks(
             monitor.mocks, project=project, stack=stack, preview=False, monitor=monitor
         )
+        pulumi.runtime.set_all_config(dict(config))
+        # The mock settings do not reset the set of pending outputs; without this, a failed
+        # output of an earlier synthesis (bound to its closed loop) would be awaited here.
+        SETTINGS.outputs = set()
+        SETTINGS.lock = threading.Lock()
         root = pulumi.runtime.get_root_resource()
         exports: dict[str, Any] = {}
 
@@ -262,11 +274,15 @@ def synthesize(
     project: str = "aideploy",
     stack: str = "synth",
     call_results: Mapping[str, CallResult] | None = None,
+    config: Mapping[str, str] | None = None,
+    timeout: float = 600.0,
 ) -> SynthResult:
     """Run ``program`` under the mock engine and return every resource it registered.
 
     ``call_results`` answers provider functions (invokes) by token; any other invoke fails the
-    synthesis rather than returning made-up data. User errors raised by the program
+    synthesis rather than returning made-up data. ``config`` is the stack's Pulumi config
+    (``{"aideploy:program": "platform", ...}``, values as strings, objects as JSON) for programs
+    that read it; a program still running after ``timeout`` seconds fails. User errors raised by the program
     (:class:`~aideploy.errors.AideployError`) propagate unchanged; any other failure is wrapped
     in :class:`SynthError`.
     """
@@ -275,13 +291,20 @@ def synthesize(
 
     def worker() -> None:
         try:
-            outcome.append(_run_on_fresh_loop(program, project, stack, call_results or {}))
+            outcome.append(
+                _run_on_fresh_loop(program, project, stack, call_results or {}, config or {})
+            )
         except BaseException as exc:  # handed to the calling thread below
             failure.append(exc)
 
     thread = threading.Thread(target=worker, name=f"aideploy-synth-{stack}", daemon=True)
     thread.start()
-    thread.join()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise SynthError(
+            f"the program did not finish within {timeout:g} s under the mock engine "
+            "(a synchronous invoke or an output that never resolves?)"
+        )
     if failure:
         error = failure[0]
         if isinstance(error, AideployError):

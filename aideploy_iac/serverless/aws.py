@@ -12,7 +12,14 @@ from typing import Any, NotRequired
 import pulumi
 
 from aideploy.errors import InputError
-from aideploy_iac.args import DeploymentArgs, DeploymentSpec, model_uri_parts, resolve_spec
+from aideploy.schema import Cloud
+from aideploy_iac.args import (
+    MODEL_URI_SCHEMES,
+    DeploymentArgs,
+    DeploymentSpec,
+    model_uri_parts,
+    resolve_spec,
+)
 from aideploy_iac.policies import TargetPlan, plan_lambda
 from aideploy_iac.runtime_contract import HEALTH_READY_PATH, SERVING_PORT, runtime_environment
 
@@ -62,7 +69,7 @@ def _lambda_environment(spec: DeploymentSpec) -> dict[str, Any]:
 
 def _model_read_policy(model_uri: str, log_group_arn: str) -> str:
     """Least privilege: read this one model object, write this function's logs."""
-    bucket, key = model_uri_parts(model_uri, ("s3://",))
+    bucket, key = model_uri_parts(model_uri, MODEL_URI_SCHEMES[Cloud.AWS])
     return json.dumps(
         {
             "Version": "2012-10-17",
@@ -124,7 +131,7 @@ class LambdaModelDeployment(pulumi.ComponentResource):
         self._plan = plan_lambda(spec)
         _check_image(spec.image)
         if isinstance(spec.model_uri, str):
-            model_uri_parts(spec.model_uri, ("s3://",))
+            model_uri_parts(spec.model_uri, MODEL_URI_SCHEMES[Cloud.AWS])
         retention = _check_choice(
             args.get("log_retention_days", 14), LOG_RETENTION_DAYS, "log_retention_days"
         )

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, NotRequired
 import pulumi
 
 from aideploy.errors import InputError
-from aideploy_iac.args import DeploymentArgs, model_uri_parts, resolve_spec
+from aideploy.schema import Cloud
+from aideploy_iac.args import MODEL_URI_SCHEMES, DeploymentArgs, model_uri_parts, resolve_spec
 from aideploy_iac.policies import TargetPlan, plan_container_apps, requests_per_instance
 from aideploy_iac.runtime_contract import (
     HEALTH_LIVE_PATH,
@@ -43,7 +44,7 @@ class ContainerAppDeploymentArgs(DeploymentArgs):
 
 
 def _blob_container_scope(account_id: str, model_uri: str) -> str:
-    account_container, _ = model_uri_parts(model_uri, ("https://",))
+    account_container, _ = model_uri_parts(model_uri, MODEL_URI_SCHEMES[Cloud.AZURE])
     container = account_container.split("/", 1)[1]
     return f"{account_id}/blobServices/default/containers/{container}"
 
@@ -87,7 +88,7 @@ class ContainerAppModelDeployment(pulumi.ComponentResource):
                 "2-32 lowercase letters, digits or '-', starting with a letter"
             )
         if isinstance(spec.model_uri, str):
-            model_uri_parts(spec.model_uri, ("https://",))
+            model_uri_parts(spec.model_uri, MODEL_URI_SCHEMES[Cloud.AZURE])
         warnings = [*unlabelled, *self._plan.warnings]
 
         import pulumi_azure_native as azure

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, NotRequired
 import pulumi
 
 from aideploy.quantity import format_cpu
-from aideploy_iac.args import DeploymentArgs, model_uri_parts, resolve_spec
+from aideploy.schema import Cloud
+from aideploy_iac.args import MODEL_URI_SCHEMES, DeploymentArgs, model_uri_parts, resolve_spec
 from aideploy_iac.policies import TargetPlan, plan_cloud_run, requests_per_instance
 from aideploy_iac.runtime_contract import (
     HEALTH_LIVE_PATH,
@@ -43,7 +44,7 @@ def _service_account_id(name: str) -> str:
 
 
 def _object_condition(model_uri: str) -> "BucketIAMMemberConditionArgsDict":
-    bucket, key = model_uri_parts(model_uri, ("gs://",))
+    bucket, key = model_uri_parts(model_uri, MODEL_URI_SCHEMES[Cloud.GCP])
     return {
         "title": "aideploy-model-object",
         "description": "Read only the deployment's model artifact.",
@@ -76,7 +77,7 @@ class CloudRunModelDeployment(pulumi.ComponentResource):
         spec, unlabelled = resolve_spec(name, args)
         self._plan = plan_cloud_run(spec)
         if isinstance(spec.model_uri, str):
-            model_uri_parts(spec.model_uri, ("gs://",))
+            model_uri_parts(spec.model_uri, MODEL_URI_SCHEMES[Cloud.GCP])
 
         import pulumi_gcp as gcp
 
@@ -95,7 +96,9 @@ class CloudRunModelDeployment(pulumi.ComponentResource):
         model_uri = pulumi.Output.from_input(spec.model_uri)
         gcp.storage.BucketIAMMember(
             f"{name}-model-access",
-            bucket=model_uri.apply(lambda uri: model_uri_parts(uri, ("gs://",))[0]),
+            bucket=model_uri.apply(
+                lambda uri: model_uri_parts(uri, MODEL_URI_SCHEMES[Cloud.GCP])[0]
+            ),
             role="roles/storage.objectViewer",
             member=identity.email.apply(lambda email: f"serviceAccount:{email}"),
             condition=model_uri.apply(_object_condition),

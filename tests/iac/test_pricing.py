@@ -1,0 +1,162 @@
+"""The price catalog and the cost arithmetic placement and analytics share."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from aideploy.errors import InputError
+from aideploy.schema import (
+    Cloud,
+    CostOptimizationPolicy,
+    DeploymentType,
+    ResourceRequirements,
+    ScalingPolicy,
+)
+from aideploy_iac.args import resolve_spec
+from aideploy_iac.placement import choose_placement
+from aideploy_iac.pricing import (
+    HOURS_PER_MONTH,
+    CatalogError,
+    Price,
+    UsageProfile,
+    estimate_monthly_cost,
+    load_catalog,
+    managed_endpoint_cost,
+    node_for,
+)
+
+CATALOG_FILE = Path(__file__).parents[2] / "aideploy_iac" / "pricing" / "catalog.json"
+
+
+def _prices(value: object) -> list[Price]:
+    """Every Price in a catalog subtree."""
+    if isinstance(value, Price):
+        return [value]
+    if isinstance(value, dict):
+        return [price for item in value.values() for price in _prices(item)]
+    if isinstance(value, list):
+        return [price for item in value for price in _prices(item)]
+    if hasattr(value, "__pydantic_fields__"):
+        return [price for name in type(value).model_fields for price in _prices(getattr(value, name))]
+    return []
+
+
+def test_catalog_covers_three_clouds_two_regions_each_with_sourced_prices() -> None:
+    catalog = load_catalog()
+    assert set(catalog.clouds) == {Cloud.AWS, Cloud.GCP, Cloud.AZURE}
+    for cloud_prices in catalog.clouds.values():
+        assert len(cloud_prices.regions) >= 2
+        for region in cloud_prices.regions.values():
+            assert any(node.gpu for node in region.nodes), "a GPU node type per region"
+            assert region.managed_endpoint.instances
+    prices = _prices(catalog)
+    assert len(prices) > 100
+    for price in prices:
+        assert price.source.scheme == "https"
+        assert price.read_on <= date.today()
+    assert "refresh" in catalog.note
+
+
+def test_a_broken_catalog_is_reported_with_the_field(tmp_path: Path) -> None:
+    data = json.loads(CATALOG_FILE.read_text())
+    del data["clouds"]["gcp"]["regions"]["us-central1"]["egress_gib"]["source"]
+    broken = tmp_path / "catalog.json"
+    broken.write_text(json.dumps(data))
+    with pytest.raises(CatalogError, match=r"clouds\.gcp\.regions\.us-central1\.egress_gib\.source: Field required"):
+        load_catalog(broken)
+    with pytest.raises(CatalogError, match="No such file"):
+        load_catalog(tmp_path / "absent.json")
+
+
+def test_unknown_region_names_the_catalogued_ones() -> None:
+    with pytest.raises(InputError, match=r"target\.region: 'mars-1' .*catalogued: eu-west-1, us-east-1"):
+        load_catalog().region(Cloud.AWS, "mars-1")
+
+
+def test_kubernetes_estimate_by_hand() -> None:
+    """Two always-on 1-cpu/2Gi instances on us-east-1; one on-demand, one on spot."""
+    catalog = load_catalog()
+    prices = catalog.region(Cloud.AWS, "us-east-1")
+    resources = ResourceRequirements(cpu="1", memory="2Gi")
+    estimate = estimate_monthly_cost(
+        catalog,
+        cloud=Cloud.AWS,
+        region="us-east-1",
+        deployment_type=DeploymentType.KUBERNETES,
+        resources=resources,
+        scaling=ScalingPolicy(min_instances=2, max_instances=4),
+        cost=CostOptimizationPolicy(use_spot_instances=True, on_demand_base_instances=1),
+        usage=UsageProfile(requests_per_month=0, egress_gib_per_month=10, model_size_gib=2),
+    )
+    # c6i.large (2 vCPU, 4 GiB) is the cheapest fit: half a node per instance.
+    on_demand = 0.5 * 0.085 * HOURS_PER_MONTH
+    spot = 0.5 * 0.034 * HOURS_PER_MONTH
+    assert estimate.instance_type == "c6i.large"
+    assert estimate.compute == pytest.approx(on_demand + spot, abs=0.01)
+    assert estimate.storage == pytest.approx(2 * 0.023, abs=0.01)
+    assert estimate.network == pytest.approx(10 * 0.09, abs=0.01)
+    assert node_for(prices, resources, spot=False)[1] == pytest.approx(0.0425)
+
+
+def test_lambda_estimate_by_hand() -> None:
+    catalog = load_catalog()
+    estimate = estimate_monthly_cost(
+        catalog,
+        cloud=Cloud.AWS,
+        region="us-east-1",
+        deployment_type=DeploymentType.SERVERLESS,
+        resources=ResourceRequirements(cpu="1", memory="2Gi"),
+        scaling=ScalingPolicy(min_instances=0, max_instances=10),
+        cost=CostOptimizationPolicy(hibernation_enabled=True),
+        usage=UsageProfile(requests_per_month=3_000_000, avg_request_seconds=0.1, egress_gib_per_month=0),
+    )
+    expected = 3_000_000 * 0.1 * 2 * 0.0000166667 + 3 * 0.20
+    assert estimate.compute == pytest.approx(expected, abs=0.01)
+    assert estimate.network == 0
+
+
+def test_scale_to_zero_is_cheaper_when_traffic_is_sparse() -> None:
+    catalog = load_catalog()
+    common = {
+        "catalog": catalog,
+        "cloud": Cloud.GCP,
+        "region": "us-central1",
+        "deployment_type": DeploymentType.KUBERNETES,
+        "resources": ResourceRequirements(),
+        "scaling": ScalingPolicy(min_instances=1, max_instances=3),
+        "usage": UsageProfile(requests_per_month=10_000, active_hours_per_month=20),
+    }
+    always_on = estimate_monthly_cost(cost=CostOptimizationPolicy(), **common)  # type: ignore[arg-type]
+    sleeping = estimate_monthly_cost(cost=CostOptimizationPolicy(hibernation_enabled=True), **common)  # type: ignore[arg-type]
+    assert sleeping.compute < always_on.compute / 10
+
+
+def test_managed_endpoint_is_billed_per_whole_instance() -> None:
+    prices = load_catalog().region(Cloud.AWS, "us-east-1")
+    cost = managed_endpoint_cost(prices, ResourceRequirements(cpu="1", memory="2Gi"), instance_hours=730)
+    assert cost == pytest.approx(730 * 0.115)  # ml.m5.large
+    with pytest.raises(InputError, match="no Amazon SageMaker real-time inference instance fits"):
+        managed_endpoint_cost(prices, ResourceRequirements(cpu="64", memory="2Gi"), instance_hours=1)
+
+
+def test_usage_profile_validates() -> None:
+    with pytest.raises(InputError, match=r"usage\.active_hours_per_month"):
+        UsageProfile(active_hours_per_month=800)
+
+
+def test_placement_ranks_every_feasible_place() -> None:
+    spec, _ = resolve_spec(
+        "ranker",
+        {"model_uri": "s3://m/model.onnx", "image": "i", "resource_requirements": {"cpu": "2", "memory": "4Gi"}},
+    )
+    decision = choose_placement(load_catalog(), spec, DeploymentType.KUBERNETES)
+    assert decision.runner_up is not None
+    assert decision.choice.total <= decision.runner_up.total
+    assert decision.rejected == ()
+    serverless = choose_placement(load_catalog(), spec, DeploymentType.SERVERLESS)
+    assert serverless.choice.cloud is Cloud.AWS, "an s3:// model is readable only from Lambda"
+    assert any(reason.startswith("gcp/") and "gs://" in reason for reason in serverless.rejected)
