@@ -19,7 +19,6 @@ from serving.app import InferenceApp
 from serving.config import ServeConfig
 from serving.http import HttpServer
 from serving.metrics import Metrics
-from serving.usage import UsageReporter
 
 if TYPE_CHECKING:
     from serving.model import ServedModel
@@ -48,11 +47,11 @@ async def _serve(config: ServeConfig, loader: list[Future[ServedModel]], started
         max_body_bytes=config.max_body_bytes,
         keepalive_seconds=config.keepalive_seconds,
     )
-    usage = (
-        UsageReporter(metrics, config.usage_url, config.usage_token, config.usage_interval)
-        if config.usage_url and config.usage_token
-        else None
-    )
+    usage = None
+    if config.usage_url and config.usage_token:
+        from serving.usage import UsageReporter  # only deployments that report pay its import
+
+        usage = UsageReporter(metrics, config.usage_url, config.usage_token, config.usage_interval)
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
