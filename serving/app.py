@@ -126,7 +126,7 @@ class InferenceApp:
         try:
             return await self._route(request)
         except RequestError as exc:
-            return Response(exc.status, error_body(str(exc)))
+            return Response(exc.status, error_body(str(exc)), headers=exc.headers)
 
     async def _route(self, request: Request) -> Response:
         path = request.path
@@ -193,10 +193,10 @@ class InferenceApp:
         limit = self.config.max_concurrency
         if limit and self.admitted >= limit:
             stats.record(503, 0.0)
-            return Response(
+            raise RequestError(
                 503,
-                error_body(f"the server is at its limit of {limit} concurrent inference requests"),
-                headers=[("Retry-After", "1")],
+                f"the server is at its limit of {limit} concurrent inference requests",
+                [("Retry-After", "1")],
             )
         self.admitted += 1
         try:
@@ -404,7 +404,11 @@ def infer_response(
 
 def _allow(request: Request, methods: tuple[str, ...]) -> None:
     if request.method not in methods:
-        raise RequestError(405, f"{request.method} is not allowed here; use {' or '.join(methods)}")
+        raise RequestError(
+            405,
+            f"{request.method} is not allowed here; use {' or '.join(methods)}",
+            [("Allow", ", ".join(methods))],
+        )
 
 
 def _json(status: int, document: dict[str, Any]) -> Response:

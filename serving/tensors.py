@@ -62,11 +62,13 @@ _LENGTH = struct.Struct("<I")
 
 
 class RequestError(Exception):
-    """A request the server refuses; ``status`` is the HTTP status, ``str()`` the message."""
+    """A request the server refuses; ``status`` is the HTTP status, ``str()`` the message,
+    ``headers`` any the answer needs (``Allow`` on 405, ``Retry-After`` on 503)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: Sequence[tuple[str, str]] = ()) -> None:
         super().__init__(message)
         self.status = status
+        self.headers = list(headers)
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,14 +28,16 @@ def _x(**overrides: Any) -> dict[str, Any]:
         ("GET", "/v2/models/scale/explain", 404, "no such endpoint"),
         ("GET", "/v1/models/scale", 404, "under /v2"),
         ("GET", "/v2/models/scale/infer", 405, "use POST"),
-        ("POST", "/v2/health/live", 405, "use GET"),
-        ("DELETE", "/metrics", 405, "use GET"),
+        ("POST", "/v2/health/live", 405, "use GET or HEAD"),
+        ("DELETE", "/metrics", 405, "use GET or HEAD"),
     ],
 )
 def test_routing_errors(server: Server, method: str, path: str, status: int, needle: str) -> None:
-    got, _, body = server.request(method, path, b"{}" if method == "POST" else None)
+    got, headers, body = server.request(method, path, b"{}" if method == "POST" else None)
     assert got == status
     assert needle in json.loads(body)["error"]
+    if status == 405:
+        assert headers["allow"] == needle.removeprefix("use ").replace(" or ", ", ")
 
 
 BAD_REQUESTS: list[tuple[str, Any, str]] = [
