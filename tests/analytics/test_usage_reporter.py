@@ -70,7 +70,7 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     fake = Clock()
-    monkeypatch.setattr(usage.time, "time", fake)
+    monkeypatch.setattr("serving.usage.time.time", fake)
     return fake
 
 
