@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,8 +36,6 @@ async def settle(client: Client, headers: dict[str, str], deployment_id: str) ->
 
 
 def infer(endpoint: str, name: str) -> dict[str, Any]:
-    import json
-
     request = urllib.request.Request(
         f"{endpoint}/v2/models/{name}/infer",
         data=json.dumps(
@@ -231,3 +231,47 @@ async def test_cloud_deployments_need_an_object_store(
     assert response.json()["errors"][0]["field"] == "target"
     assert "artifact_store_url" in response.json()["detail"]
     assert (await client.get("/deployments", headers=alice)).json() == []
+
+
+@pytest.mark.slow
+async def test_a_torch_export_model_is_converted_and_served(
+    client: Client, alice: dict[str, str], upload: Any, tmp_path: Path
+) -> None:
+    import torch
+
+    program = torch.export.export(
+        torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU()).eval(),
+        (torch.ones(2, 4),),
+        dynamic_shapes=({0: torch.export.Dim("batch")},),
+    )
+    path = tmp_path / "tiny.pt2"
+    torch.export.save(program, str(path))
+    uploaded = await upload(alice, path=path, framework="pytorch")
+    assert uploaded.status_code == 201, uploaded.text
+    model_id = uploaded.json()["model_id"]
+    deployment_id = (
+        await client.post("/deployments", json=local_body(model_id, name="torchy"), headers=alice)
+    ).json()["id"]
+    active = await settle(client, alice, deployment_id)
+    assert active["status"] == "active", active
+    events = (await client.get(f"/deployments/{deployment_id}/events", headers=alice)).json()
+    assert "converting" in [event["kind"] for event in events]
+    [model] = (await client.get(f"/models/{model_id}", headers=alice)).json()["metadata"][
+        "signature"
+    ]["inputs"]
+    body = {
+        "inputs": [
+            {"name": model["name"], "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}
+        ]
+    }
+    response = urllib.request.urlopen(
+        urllib.request.Request(
+            f"{active['endpoint']}/v2/models/torchy/infer",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        ),
+        timeout=10,
+    )
+    assert json.loads(response.read())["outputs"][0]["shape"] == [1, 3]
+    await client.delete(f"/deployments/{deployment_id}", headers=alice)
+    await settle(client, alice, deployment_id)
