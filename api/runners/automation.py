@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -169,7 +170,10 @@ class AutomationRunner:
         try:
             result = stack.up(
                 color="never",
-                on_output=lambda line: log.info("[%s] %s", plan.stack_name, line.rstrip()),
+                refresh=True,  # reconcile drift (a scaled-by-hand service) before changing it
+                show_secrets=False,
+                on_output=_cli_logger(plan.stack_name),
+                on_error=_cli_logger(plan.stack_name),
                 on_event=lambda event: _forward(event, on_event),
             )
         except auto.CommandError as exc:
@@ -182,10 +186,12 @@ class AutomationRunner:
         try:
             stack.destroy(
                 color="never",
-                on_output=lambda line: log.info("[%s] %s", plan.stack_name, line.rstrip()),
+                refresh=True,
+                remove=True,  # the stack goes with its resources
+                on_output=_cli_logger(plan.stack_name),
+                on_error=_cli_logger(plan.stack_name),
                 on_event=lambda event: _forward(event, on_event),
             )
-            stack.workspace.remove_stack(plan.stack_name)
         except auto.CommandError as exc:
             log.warning("pulumi destroy of %s failed: %s", plan.stack_name, exc)
             raise PulumiOperationError(_diagnosis(exc)) from None
@@ -197,6 +203,15 @@ class AutomationRunner:
             project_settings=options.project_settings, env_vars=options.env_vars
         )
         return {summary.name for summary in workspace.list_stacks()}
+
+
+def _cli_logger(stack_name: str) -> Callable[[str], None]:
+    """The CLI's own output goes to the server log only: it may show secrets and paths."""
+
+    def log_line(line: str) -> None:
+        log.info("[%s] %s", stack_name, line.rstrip())
+
+    return log_line
 
 
 def _forward(event: auto.EngineEvent, on_event: EventSink) -> None:
