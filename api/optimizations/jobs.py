@@ -6,9 +6,11 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+import time
 from functools import partial
 from typing import Any
 
+import anyio.from_thread
 import anyio.to_thread
 
 from aideploy.schema import OptimizationRequest, OptimizationStatus
@@ -18,6 +20,8 @@ from api.jobs.queue import JobKind, register_handler
 from api.models.service import model_key
 
 log = logging.getLogger("aideploy.api.optimizations")
+
+_PROGRESS_EVERY_SECONDS = 1.0
 
 
 class OptimizationJobHandler:
@@ -42,8 +46,15 @@ class OptimizationJobHandler:
         work_dir.parent.mkdir(parents=True, exist_ok=True)
         local_source = await anyio.to_thread.run_sync(context.store.local_path, source)
 
+        last_report = [0.0]
+
         def progress(event: Any) -> None:
+            """Called on the optimizer's thread; shows the step in the row's ``metadata``."""
             log.debug("optimization %s: %s", row.id, event)
+            now = time.monotonic()
+            if now - last_report[0] >= _PROGRESS_EVERY_SECONDS or event.step >= event.total:
+                last_report[0] = now
+                anyio.from_thread.run(_record_progress, context, row.id, event)
 
         result = await anyio.to_thread.run_sync(
             partial(
@@ -89,6 +100,16 @@ class OptimizationJobHandler:
             if row is not None:
                 row.status = OptimizationStatus.FAILED.value
                 row.status_reason = reason
+
+
+async def _record_progress(context: ApiContext, optimized_id: str, event: Any) -> None:
+    async with context.database.session() as session:
+        stored = await session.get(OptimizedModelRow, optimized_id)
+        if stored is not None:
+            stored.metadata_ = {
+                **stored.metadata_,
+                "progress": {"step": event.step, "total": event.total, "message": event.message},
+            }
 
 
 optimization_jobs = OptimizationJobHandler()

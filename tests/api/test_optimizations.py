@@ -54,6 +54,8 @@ async def test_quantization_runs_in_the_background_and_reports(
     assert result["latency_reduction_percentage"] is not None
     assert result["metadata"]["precision"] == "int8"
     assert "accuracy_metric" in result["metadata"]
+    progress = result["metadata"]["progress"]
+    assert progress["step"] == progress["total"]
 
     deleted = await client.delete(f"/models/{model_id}", headers=alice)
     assert deleted.status_code == 200
