@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, date, timedelta
 
 from aideploy.errors import InputError
 from aideploy.schema import (
@@ -391,4 +392,30 @@ def analyze_cost(
             for deployment_id, item in facts.items()
         },
         notes=[note for cost in costs.values() for note in cost.notes],
+        cost_by_day=_cost_by_day(facts, grouped, window, options),
     )
+
+
+def _cost_by_day(
+    facts: Mapping[str, DeploymentFacts],
+    grouped: Mapping[str, Sequence[UsageSample]],
+    window: Window,
+    options: PricingOptions,
+) -> dict[date, float]:
+    """Each UTC day's cost: the same pricing applied to the part of the window in that day."""
+    per_day: dict[tuple[str, date], list[UsageSample]] = {}
+    for key, samples in grouped.items():
+        for sample in samples:
+            per_day.setdefault((key, sample.start.astimezone(UTC).date()), []).append(sample)
+    days: dict[date, float] = {}
+    day = window.start.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    while day < window.end:
+        part = Window(max(day, window.start), min(day + timedelta(days=1), window.end))
+        days[day.date()] = _money(
+            sum(
+                deployment_cost(item, per_day.get((key, day.date()), []), part, options).total
+                for key, item in facts.items()
+            )
+        )
+        day += timedelta(days=1)
+    return days

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 
@@ -197,8 +197,13 @@ def forecast_usage(
     per_deployment: dict[str, DeploymentForecast] = {}
     request_parts: list[SeriesForecast] = []
     cost_parts: list[SeriesForecast] = []
+    requests_history: dict[date, float] = {}
+    cost_history: dict[date, float] = {}
     for key, item in facts.items():
         days, requests, costs = daily_history(item, grouped[key], window, options)
+        for day, count, cost in zip(days, requests, costs, strict=True):
+            requests_history[day.date()] = requests_history.get(day.date(), 0.0) + count
+            cost_history[day.date()] = cost_history.get(day.date(), 0.0) + cost
         weekday = days[0].weekday() if days else 0
         request_forecast = forecast_series(requests, weekday, horizon)
         cost_forecast = forecast_series(costs, weekday, horizon)
@@ -235,6 +240,8 @@ def forecast_usage(
         total_cost_lower=cost_lower,
         total_cost_upper=cost_upper,
         history_days=longest,
+        total_requests_history=dict(sorted(requests_history.items())),
+        total_cost_history={day: round(cost, 4) for day, cost in sorted(cost_history.items())},
         note=None
         if total_requests
         else "no usage recorded in the history window: nothing to forecast",

@@ -51,6 +51,8 @@ def test_kubernetes_cost_is_instance_hours_at_the_node_share(
     assert result.cost_by_type == {"kubernetes": result.total_cost}
     assert result.cost_by_deployment == {"dep-1": result.total_cost}
     assert result.priced_as == {"dep-1": "aws/us-east-1"}
+    assert len(result.cost_by_day) == 10
+    assert sum(result.cost_by_day.values()) == pytest.approx(result.total_cost, abs=1e-3)
 
     # SageMaker: one ml.m5.large all along, plus the same storage and egress on AWS.
     sagemaker = 240 * _managed(catalog, Cloud.AWS, "us-east-1", "ml.m5.large") + storage + network

@@ -79,6 +79,8 @@ def test_forecast_usage_totals_and_per_deployment(pricing: PricingOptions) -> No
     result = forecast_usage({"first": first, "second": second}, samples, window, 7, pricing)
     assert result.days == 7
     assert result.first_day == (EPOCH + timedelta(days=21)).date()
+    assert len(result.total_requests_history) == 21
+    assert result.total_requests_history[EPOCH.date()] == 24_000 + 4_800
     one = result.forecast_by_deployment["first"]
     assert one.method == "trend_weekly"
     assert one.history_days == 21
