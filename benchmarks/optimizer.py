@@ -46,7 +46,7 @@ from optimizer.model_info import inspect_model
 
 RESULTS = Path(__file__).resolve().parent / "results" / "optimizer.json"
 THREADS = 2
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 200)
 
 
 @dataclass
@@ -148,27 +148,23 @@ def run_ort_default(
 
 
 def _table(rows: list[Row], batch_sizes: list[int]) -> Table:
-    table = Table(title=f"optimizer benchmark ({THREADS} threads, p50 latency)", show_lines=False)
-    for column, justify in (
-        ("model", "left"),
-        ("method", "left"),
-        ("size MB", "right"),
-        ("size", "right"),
-    ):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    table = Table(title=f"optimizer benchmark ({THREADS} threads, p50 latency, change vs fp32)")
+    table.add_column("model")
+    table.add_column("method -> chosen")
+    table.add_column("size MB", justify="right")
     for batch in batch_sizes:
         table.add_column(f"b{batch} ms", justify="right")
-        table.add_column(f"b{batch}", justify="right")
     table.add_column("accuracy", justify="right")
     table.add_column("metric")
     table.add_column("cosine", justify="right")
     for row in rows:
-        cells = [row.model, row.method, f"{row.size_mb:.2f}", f"{row.size_change_pct:+.1f}%"]
+        cells = [row.model, row.method, f"{row.size_mb:.2f} ({row.size_change_pct:+.1f}%)"]
         for batch in batch_sizes:
-            if batch in row.latency_ms:
-                cells += [f"{row.latency_ms[batch]:.3g}", f"{row.latency_change_pct(batch):+.1f}%"]
-            else:
-                cells += ["", ""]
+            cells.append(
+                f"{row.latency_ms[batch]:.3g} ({row.latency_change_pct(batch):+.0f}%)"
+                if batch in row.latency_ms
+                else ""
+            )
         cells += [f"{row.accuracy_change_pp:+.2f} pp", row.metric, f"{row.cosine:.4f}"]
         table.add_row(*cells)
     return table

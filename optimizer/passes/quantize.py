@@ -227,13 +227,18 @@ class DynamicInt8(Pass[DynamicInt8Config]):
 
 
 def int8_weight_only(model: onnx.ModelProto, node_names: set[str]) -> onnx.ModelProto:
-    """Store the named MatMuls' weights as int8 with per-column scales, dequantized at run time."""
+    """Store the named MatMuls' weights as int8 with per-column scales, computed in fp32.
+
+    The weight is rebuilt as ``Cast(int8) * scale`` from constants, which ONNX Runtime's
+    constant folding turns back into an fp32 weight once at session start (unlike
+    ``DequantizeLinear``, which it deliberately keeps and would run on every request). So the
+    file carries int8, inference pays nothing per request, and the layer's activations are
+    never quantized.
+    """
     import numpy as np
+    import onnx
     from onnx import helper, numpy_helper
 
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    if opset < 13:  # per-axis DequantizeLinear needs opset 13
-        return model
     weights = {tensor.name: tensor for tensor in model.graph.initializer}
     rewritten: list[onnx.NodeProto] = []
     for node in model.graph.node:
@@ -253,13 +258,14 @@ def int8_weight_only(model: onnx.ModelProto, node_names: set[str]) -> onnx.Model
                 numpy_helper.from_array(scales, f"{base}_scale"),
             ]
         )
-        rewritten.append(
-            helper.make_node("DequantizeLinear", [base, f"{base}_scale"], [f"{base}_float"], axis=1)
-        )
-        rewritten.append(
-            helper.make_node(
-                "MatMul", [node.input[0], f"{base}_float"], list(node.output), name=node.name
-            )
+        rewritten.extend(
+            [
+                helper.make_node("Cast", [base], [f"{base}_cast"], to=onnx.TensorProto.FLOAT),
+                helper.make_node("Mul", [f"{base}_cast", f"{base}_scale"], [f"{base}_float"]),
+                helper.make_node(
+                    "MatMul", [node.input[0], f"{base}_float"], list(node.output), name=node.name
+                ),
+            ]
         )
     del model.graph.node[:]
     model.graph.node.extend(rewritten)
