@@ -6,10 +6,10 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from litestar import Litestar, get
 from litestar.config.cors import CORSConfig
+from litestar.datastructures import State
 from litestar.logging import LoggingConfig
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
@@ -105,7 +105,7 @@ def create_app(settings: Settings | None = None, *, runners: RunnerSet | None = 
             UsageController,
         ],
         dependencies=dependencies,
-        state=_state(context),
+        state=State({"context": context}),
         lifespan=[lifespan],
         middleware=[DefineMiddleware(BearerAuthMiddleware, exclude=_PUBLIC_PATHS)],
         exception_handlers=exception_handlers,
@@ -140,9 +140,3 @@ def create_app(settings: Settings | None = None, *, runners: RunnerSet | None = 
             ),
         ),
     )
-
-
-def _state(context: ApiContext) -> Any:
-    from litestar.datastructures import State
-
-    return State({"context": context})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from aideploy.settings import Settings
 from api.auth.ratelimit import LoginRateLimiter
@@ -24,5 +25,6 @@ class ApiContext:
     runners: RunnerSet
 
     @property
-    def staging_dir(self) -> str:
-        return str(self.settings.data_dir / "staging")
+    def staging_dir(self) -> Path:
+        """Uploads land here while they arrive and are checked (same disk as the data dir)."""
+        return self.settings.data_dir / "staging"

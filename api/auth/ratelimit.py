@@ -10,6 +10,8 @@ import math
 import time
 from collections import defaultdict, deque
 
+_PRUNE_ABOVE_KEYS = 10_000
+
 
 class LoginRateLimiter:
     def __init__(self, max_attempts: int = 10, window_seconds: float = 60.0) -> None:
@@ -22,17 +24,31 @@ class LoginRateLimiter:
         now = time.monotonic()
         wait = 0.0
         for key in keys:
-            attempts = self._attempts[key]
+            attempts = self._attempts.get(key)
+            if attempts is None:
+                continue
             while attempts and attempts[0] <= now - self.window_seconds:
                 attempts.popleft()
-            if len(attempts) >= self.max_attempts:
+            if not attempts:
+                del self._attempts[key]
+            elif len(attempts) >= self.max_attempts:
                 wait = max(wait, attempts[0] + self.window_seconds - now)
         return math.ceil(wait)
 
     def record_failure(self, *keys: str) -> None:
         now = time.monotonic()
+        if len(self._attempts) >= _PRUNE_ABOVE_KEYS:
+            self._forget_expired(now)
         for key in keys:
             self._attempts[key].append(now)
+
+    def _forget_expired(self, now: float) -> None:
+        """Keep memory bounded when many usernames or addresses are tried."""
+        horizon = now - self.window_seconds
+        for key in [
+            key for key, times in self._attempts.items() if not times or times[-1] <= horizon
+        ]:
+            del self._attempts[key]
 
     def reset(self, *keys: str) -> None:
         for key in keys:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any
 
 from litestar import Controller, Request, delete, get, post
@@ -91,7 +90,7 @@ class ModelController(Controller):
         """Upload a model (form fields ``name``, ``framework``, ``version``, ``metadata``,
         ``file``). The file is streamed to disk, hashed, size-limited and validated before it
         is accepted."""
-        staging = Path(context.staging_dir) / f"upload-{new_id()}"
+        staging = context.staging_dir / f"upload-{new_id()}"
         upload = await receive_model_upload(request, staging, context.settings.max_upload_bytes)
         try:
             row = await service.create_model(db_session, context.store, current_user.id, upload)

@@ -21,8 +21,8 @@ from aideploy.schema import (
     OptimizationStatus,
 )
 from api.db.tables import DeploymentRow, ModelRow, OptimizedModelRow, new_id
-from api.errors import ConflictError, InvalidFieldError, NotFoundError
-from api.models.inspection import inspect_uploaded_model
+from api.errors import ConflictError, InvalidFieldError, NotFoundError, ServiceUnavailableError
+from api.models.inspection import InspectionError, inspect_uploaded_model
 from api.models.upload import StagedUpload
 from api.storage import ArtifactStore
 
@@ -72,6 +72,8 @@ async def inspect_upload(path: Path, framework: Framework) -> dict[str, Any]:
         described = await inspect_uploaded_model(path)
     except InputError as exc:
         raise InvalidFieldError("file", str(exc)) from None
+    except InspectionError as exc:  # the checker failed, not the model: try again later
+        raise ServiceUnavailableError(f"file: could not validate the model ({exc})") from None
     detected = str(described.get("format") or "").lower()
     if detected and detected not in _FORMATS_BY_FRAMEWORK[framework]:
         raise InvalidFieldError(

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
+import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from aideploy.settings import Settings
+from api.auth import ratelimit
 from api.auth.tokens import TokenSigner, load_signing_key
 
 Client = AsyncTestClient[Litestar]
@@ -97,3 +100,14 @@ async def test_security_headers_and_schema(client: Client) -> None:
     error = await client.get("/models")
     assert error.headers["x-frame-options"] == "DENY"
     assert "default-src 'none'" in error.headers["content-security-policy"]
+
+
+def test_rate_limiter_forgets_expired_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ratelimit, "_PRUNE_ABOVE_KEYS", 2)
+    limiter = ratelimit.LoginRateLimiter(max_attempts=1, window_seconds=0.05)
+    limiter.record_failure("user:a", "ip:1")
+    assert limiter.retry_after("user:a") >= 1
+    time.sleep(0.06)
+    limiter.record_failure("user:b", "ip:2")  # two stale keys are over the limit: pruned
+    assert set(limiter._attempts) == {"user:b", "ip:2"}
+    assert limiter.retry_after("user:a") == 0
