@@ -12,6 +12,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from aideploy.schema import Cloud, DeploymentType, Framework
     from aideploy_iac.args import (
         CostOptimizationPolicyArgs,
         DeploymentArgs,
@@ -32,6 +33,9 @@ if TYPE_CHECKING:
     )
 
 _EXPORTS = {
+    "Cloud": "aideploy.schema",
+    "DeploymentType": "aideploy.schema",
+    "Framework": "aideploy.schema",
     "CostOptimizationPolicyArgs": "aideploy_iac.args",
     "DeploymentArgs": "aideploy_iac.args",
     "ResourceRequirementsArgs": "aideploy_iac.args",
@@ -57,12 +61,15 @@ _EXPORTS = {
 __all__ = [
     "AwsPlatform",
     "AzurePlatform",
+    "Cloud",
     "CloudRunDeploymentArgs",
     "CloudRunModelDeployment",
     "ContainerAppDeploymentArgs",
     "ContainerAppModelDeployment",
     "CostOptimizationPolicyArgs",
     "DeploymentArgs",
+    "DeploymentType",
+    "Framework",
     "GcpPlatform",
     "Keda",
     "KubernetesDeploymentArgs",

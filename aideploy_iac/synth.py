@@ -136,6 +136,8 @@ def _computed_outputs(resource_type: str, name: str, inputs: Mapping[str, Any]) 
         return {"repositoryUrl": f"123456789012.dkr.ecr.us-east-1.amazonaws.com/{name}"}
     if resource_type == "aws:iam/role:Role":
         return {"arn": f"arn:aws:iam::123456789012:role/{name}"}
+    if resource_type == "gcp:container/cluster:Cluster":
+        return {"endpoint": "203.0.113.10", "masterAuth": {"clusterCaCertificate": "bW9jaw=="}}
     if resource_type == "aws:eks/cluster:Cluster":
         return {
             "endpoint": f"https://{name}.mock.eks.amazonaws.com",

@@ -107,8 +107,8 @@ def load_program() -> Program:
         raise InputError(f"{CONFIG_NAMESPACE}:program: {value!r} is not one of {allowed}") from None
 
 
-def _problems(exc: ValidationError, key: str) -> str:
-    return "; ".join(f"{CONFIG_NAMESPACE}:{key}.{e.field}: {e.message}" for e in field_errors(exc))
+def _problems(exc: ValidationError) -> str:
+    return "; ".join(f"{CONFIG_NAMESPACE}:{e.field}: {e.message}" for e in field_errors(exc))
 
 
 def load_deployments_config() -> DeploymentsConfig:
@@ -128,4 +128,4 @@ def load_platform_config() -> PlatformConfig:
     try:
         return PlatformConfig(name=config.get("name") or "aideploy", clouds=clouds)
     except ValidationError as exc:
-        raise InputError(_problems(exc, "clouds")) from None
+        raise InputError(_problems(exc)) from None

@@ -190,13 +190,13 @@ class AwsPlatform(pulumi.ComponentResource):
                 parent=self, depends_on=attachments, ignore_changes=["scalingConfig.desiredSize"]
             ),
         )
-        kubeconfig = pulumi.Output.all(
-            cluster.name, cluster.endpoint, cluster.certificate_authority
-        ).apply(
+        # Read nested fields through the typed property: Output.all hands back plain dicts.
+        certificate = cluster.certificate_authority.apply(lambda authority: authority.data)
+        kubeconfig = pulumi.Output.all(cluster.name, cluster.endpoint, certificate).apply(
             lambda values: exec_kubeconfig(
                 cluster=values[0],
                 server=values[1],
-                certificate_authority=values[2]["data"],
+                certificate_authority=values[2],
                 command="aws",
                 command_args=["eks", "get-token", "--cluster-name", values[0], "--region", region],
             )

@@ -110,11 +110,13 @@ class GcpPlatform(pulumi.ComponentResource):
                 },
                 opts=child,
             )
-        kubeconfig = pulumi.Output.all(cluster.name, cluster.endpoint, cluster.master_auth).apply(
+        # Read nested fields through the typed property: Output.all hands back plain dicts.
+        certificate = cluster.master_auth.apply(lambda auth: auth.cluster_ca_certificate)
+        kubeconfig = pulumi.Output.all(cluster.name, cluster.endpoint, certificate).apply(
             lambda values: exec_kubeconfig(
                 cluster=values[0],
                 server=f"https://{values[1]}",
-                certificate_authority=values[2]["cluster_ca_certificate"],
+                certificate_authority=values[2],
                 command="gke-gcloud-auth-plugin",
                 command_args=[],
             )

@@ -2,7 +2,7 @@
 
 import pulumi
 
-from aideploy_iac import ModelDeployment
+from aideploy_iac import Cloud, DeploymentType, ModelDeployment
 
 config = pulumi.Config()
 
@@ -12,8 +12,8 @@ detector = ModelDeployment(
         "model_uri": config.get("model_uri")
         or "https://acmemodels.blob.core.windows.net/models/detector/model.onnx",
         "image": config.get("image") or "acmeregistry.azurecr.io/aideploy-serving:1.0",
-        "deployment_type": "serverless",
-        "target": {"cloud": "azure", "region": "westeurope"},
+        "deployment_type": DeploymentType.SERVERLESS,
+        "target": {"cloud": Cloud.AZURE, "region": "westeurope"},
         "resource_requirements": {"cpu": "1", "memory": "2Gi", "timeout": 60},
         "scaling_policy": {"min_instances": 0, "max_instances": 10, "target_cpu_utilization": 70},
         "cost_optimization_policy": {"hibernation_enabled": True, "hibernation_idle_timeout": 600},

@@ -7,7 +7,7 @@ on-demand when spot capacity is gone; after 15 idle minutes the spot part scales
 
 import pulumi
 
-from aideploy_iac import ModelDeployment
+from aideploy_iac import Cloud, DeploymentType, ModelDeployment
 
 config = pulumi.Config()
 
@@ -16,8 +16,8 @@ sentiment = ModelDeployment(
     {
         "model_uri": config.get("model_uri") or "s3://acme-models/sentiment/model.onnx",
         "image": config.get("image") or "ghcr.io/acme/aideploy-serving:1.0",
-        "deployment_type": "kubernetes",
-        "target": {"cloud": "aws", "region": "us-east-1"},
+        "deployment_type": DeploymentType.KUBERNETES,
+        "target": {"cloud": Cloud.AWS, "region": "us-east-1"},
         "namespace": "default",
         "resource_requirements": {"cpu": "1", "memory": "2Gi", "timeout": 30},
         "scaling_policy": {"min_instances": 2, "max_instances": 10, "target_cpu_utilization": 65},

@@ -4,7 +4,7 @@ it may choose (AWS, GCP, Azure)."""
 
 import pulumi
 
-from aideploy_iac import ModelDeployment
+from aideploy_iac import DeploymentType, ModelDeployment
 
 config = pulumi.Config()
 
@@ -13,7 +13,7 @@ ranker = ModelDeployment(
     {
         "model_uri": config.get("model_uri") or "gs://acme-models/ranker/model.onnx",
         "image": config.get("image") or "ghcr.io/acme/aideploy-serving:1.0",
-        "deployment_type": "serverless",
+        "deployment_type": DeploymentType.SERVERLESS,
         "resource_requirements": {"cpu": "1", "memory": "2Gi"},
         "scaling_policy": {"min_instances": 0, "max_instances": 5},
         "cost_optimization_policy": {"multi_cloud_enabled": True, "hibernation_enabled": True},

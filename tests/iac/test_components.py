@@ -36,11 +36,17 @@ POLICIES = list(
 SPOT_WARNING = "cost_optimization_policy.use_spot_instances"
 
 
-def _policy_args(cloud: str | None, spot: bool, hibernation: bool, hibernated: bool, min_instances: int) -> dict[str, Any]:
+def _policy_args(
+    cloud: str | None, spot: bool, hibernation: bool, hibernated: bool, min_instances: int
+) -> dict[str, Any]:
     return deployment_args(
         cloud,
         resource_requirements={"cpu": "1", "memory": "2Gi", "timeout": 60},
-        scaling_policy={"min_instances": min_instances, "max_instances": 6, "target_cpu_utilization": 60},
+        scaling_policy={
+            "min_instances": min_instances,
+            "max_instances": 6,
+            "target_cpu_utilization": 60,
+        },
         cost_optimization_policy={
             "use_spot_instances": spot,
             "hibernation_enabled": hibernation,
@@ -71,11 +77,13 @@ def _assert_child_contract(result: SynthResult, cloud: str | None) -> str:
 
 
 @pytest.mark.parametrize(("spot", "hibernation", "hibernated", "min_instances"), POLICIES)
-def test_kubernetes_target(synth_deployment: Synth, spot: bool, hibernation: bool, hibernated: bool, min_instances: int) -> None:
+def test_kubernetes_target(
+    synth_deployment: Synth, spot: bool, hibernation: bool, hibernated: bool, min_instances: int
+) -> None:
     args = _policy_args(None, spot, hibernation, hibernated, min_instances)
     result = synth_deployment(args)
     child = _assert_child_contract(result, None)
-    spec, _ = resolve_spec("sentiment", args)
+    spec, _ = resolve_spec("sentiment", args)  # type: ignore[arg-type]
     expected = render_manifests(spec, KubernetesOptions())
     children = {r.name.removeprefix(f"{child}-"): r for r in result.children_of(child)}
     assert set(children) == set(expected)
@@ -95,7 +103,9 @@ def test_kubernetes_target(synth_deployment: Synth, spot: bool, hibernation: boo
 
 
 @pytest.mark.parametrize(("spot", "hibernation", "hibernated", "min_instances"), POLICIES)
-def test_lambda_target(synth_deployment: Synth, spot: bool, hibernation: bool, hibernated: bool, min_instances: int) -> None:
+def test_lambda_target(
+    synth_deployment: Synth, spot: bool, hibernation: bool, hibernated: bool, min_instances: int
+) -> None:
     result = synth_deployment(_policy_args("aws", spot, hibernation, hibernated, min_instances))
     child = _assert_child_contract(result, "aws")
     function = result.named(f"{child}-function")
@@ -104,11 +114,17 @@ def test_lambda_target(synth_deployment: Synth, spot: bool, hibernation: bool, h
     assert function.inputs["memorySize"] == 2048
     assert function.inputs["timeout"] == 60
     assert function.inputs["reservedConcurrentExecutions"] == (0 if hibernated else 6)
-    assert function.inputs["environment"]["variables"]["AIDEPLOY_SERVE_MODEL_URI"] == MODEL_URIS["aws"]
+    assert (
+        function.inputs["environment"]["variables"]["AIDEPLOY_SERVE_MODEL_URI"] == MODEL_URIS["aws"]
+    )
     assert function.inputs["tags"]["team"] == "nlp"
     warm = 0 if hibernation or hibernated else min_instances
-    provisioned = result.of_type("aws:lambda/provisionedConcurrencyConfig:ProvisionedConcurrencyConfig")
-    assert [p.inputs["provisionedConcurrentExecutions"] for p in provisioned] == ([warm] if warm else [])
+    provisioned = result.of_type(
+        "aws:lambda/provisionedConcurrencyConfig:ProvisionedConcurrencyConfig"
+    )
+    assert [p.inputs["provisionedConcurrentExecutions"] for p in provisioned] == (
+        [warm] if warm else []
+    )
     assert result.named(f"{child}-url").inputs["authorizationType"] == "AWS_IAM"
     policy = json.loads(result.named(f"{child}-model-access").inputs["policy"])
     assert policy["Statement"][0]["Resource"] == ["arn:aws:s3:::acme-models/sentiment/model.onnx"]
@@ -125,7 +141,9 @@ def test_lambda_target(synth_deployment: Synth, spot: bool, hibernation: bool, h
 
 
 @pytest.mark.parametrize(("spot", "hibernation", "hibernated", "min_instances"), POLICIES)
-def test_cloud_run_target(synth_deployment: Synth, spot: bool, hibernation: bool, hibernated: bool, min_instances: int) -> None:
+def test_cloud_run_target(
+    synth_deployment: Synth, spot: bool, hibernation: bool, hibernated: bool, min_instances: int
+) -> None:
     result = synth_deployment(_policy_args("gcp", spot, hibernation, hibernated, min_instances))
     child = _assert_child_contract(result, "gcp")
     service = result.named(f"{child}-service")
@@ -145,14 +163,18 @@ def test_cloud_run_target(synth_deployment: Synth, spot: bool, hibernation: bool
     access = result.named(f"{child}-model-access")
     assert access.inputs["bucket"] == "acme-models"
     assert "objects/sentiment/model.onnx" in access.inputs["condition"]["expression"]
-    assert not result.of_type("gcp:cloudrunv2/serviceIamMember:ServiceIamMember"), "private by default"
+    assert not result.of_type("gcp:cloudrunv2/serviceIamMember:ServiceIamMember"), (
+        "private by default"
+    )
     warnings = _outputs(result)["warnings"]
     assert any(SPOT_WARNING in w for w in warnings) is spot
     assert any("target_cpu_utilization" in w for w in warnings)
 
 
 @pytest.mark.parametrize(("spot", "hibernation", "hibernated", "min_instances"), POLICIES)
-def test_container_apps_target(synth_deployment: Synth, spot: bool, hibernation: bool, hibernated: bool, min_instances: int) -> None:
+def test_container_apps_target(
+    synth_deployment: Synth, spot: bool, hibernation: bool, hibernated: bool, min_instances: int
+) -> None:
     result = synth_deployment(_policy_args("azure", spot, hibernation, hibernated, min_instances))
     child = _assert_child_contract(result, "azure")
     app = result.named(f"{child}-app")
@@ -183,11 +205,16 @@ def test_public_endpoints(synth_deployment: Synth) -> None:
     gcp = synth_deployment(deployment_args("gcp", public_endpoint=True))
     assert gcp.named("sentiment-cloud-run-public-invoker").inputs["member"] == "allUsers"
     azure = synth_deployment(deployment_args("azure", public_endpoint=True))
-    assert azure.named("sentiment-container-app-app").inputs["configuration"]["ingress"]["external"] is True
+    assert (
+        azure.named("sentiment-container-app-app").inputs["configuration"]["ingress"]["external"]
+        is True
+    )
 
 
 def test_container_apps_reads_the_model_with_a_role_assignment(synth_deployment: Synth) -> None:
-    account = "/subscriptions/s/resourceGroups/g/providers/Microsoft.Storage/storageAccounts/acmemodels"
+    account = (
+        "/subscriptions/s/resourceGroups/g/providers/Microsoft.Storage/storageAccounts/acmemodels"
+    )
     result = synth_deployment(deployment_args("azure", model_storage_account_id=account))
     assignment = result.named("sentiment-container-app-model-access")
     assert assignment.inputs["scope"] == f"{account}/blobServices/default/containers/models"
@@ -197,13 +224,20 @@ def test_container_apps_reads_the_model_with_a_role_assignment(synth_deployment:
 
 def test_kubernetes_on_a_known_cloud_prefers_only_its_spot_nodes(synth_deployment: Synth) -> None:
     args = deployment_args(
-        None, target={"cloud": "gcp", "cluster": "gke-prod"}, cost_optimization_policy={"use_spot_instances": True}
+        None,
+        target={"cloud": "gcp", "cluster": "gke-prod"},
+        cost_optimization_policy={"use_spot_instances": True},
     )
     result = synth_deployment(args)
     provider = result.named("sentiment-cluster")
-    assert (provider.type, provider.inputs["context"]) == ("pulumi:providers:kubernetes", "gke-prod")
+    assert (provider.type, provider.inputs["context"]) == (
+        "pulumi:providers:kubernetes",
+        "gke-prod",
+    )
     pod = result.named("sentiment-kubernetes-deployment").inputs["spec"]["template"]["spec"]
-    [preference] = pod["affinity"]["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    [preference] = pod["affinity"]["nodeAffinity"][
+        "preferredDuringSchedulingIgnoredDuringExecution"
+    ]
     assert preference["preference"]["matchExpressions"][0]["key"] == "cloud.google.com/gke-spot"
 
 
@@ -243,7 +277,9 @@ def test_arguments_of_another_target_warn(synth_deployment: Synth) -> None:
 
 
 def test_unusable_metadata_is_reported_not_dropped(synth_deployment: Synth) -> None:
-    result = synth_deployment(deployment_args(None, metadata={"team": "nlp", "owner": {"id": 1}, "bad key!": "x"}))
+    result = synth_deployment(
+        deployment_args(None, metadata={"team": "nlp", "owner": {"id": 1}, "bad key!": "x"})
+    )
     warnings = _outputs(result)["warnings"]
     assert any(w.startswith("metadata.owner:") for w in warnings)
     assert any(w.startswith("metadata.bad key!:") for w in warnings)
@@ -252,28 +288,115 @@ def test_unusable_metadata_is_reported_not_dropped(synth_deployment: Synth) -> N
 
 
 INVALID = [
-    (deployment_args("aws", resource_requirements={"gpu": 1}), InputError, r"resource_requirements\.gpu: .*allowed: null"),
-    (deployment_args("aws", resource_requirements={"memory": "64Mi"}), InputError, r"resource_requirements\.memory: .*allowed: .*128Mi to 10240Mi"),
-    (deployment_args("aws", resource_requirements={"timeout": 901}), InputError, r"resource_requirements\.timeout: .*allowed: 1-900"),
+    (
+        deployment_args("aws", resource_requirements={"gpu": 1}),
+        InputError,
+        r"resource_requirements\.gpu: .*allowed: null",
+    ),
+    (
+        deployment_args("aws", resource_requirements={"memory": "64Mi"}),
+        InputError,
+        r"resource_requirements\.memory: .*allowed: .*128Mi to 10240Mi",
+    ),
+    (
+        deployment_args("aws", resource_requirements={"timeout": 901}),
+        InputError,
+        r"resource_requirements\.timeout: .*allowed: 1-900",
+    ),
     (deployment_args("aws", image=IMAGE), InputError, r"image: .*Amazon ECR"),
-    (deployment_args("aws", model_uri=MODEL_URIS["gcp"]), InputError, r"model_uri: .*s3://<bucket>/<object>"),
-    (deployment_args("aws", log_retention_days=10), InputError, r"log_retention_days: 10 is not allowed; allowed: 1, 3"),
-    (deployment_args("gcp", resource_requirements={"cpu": "3"}), InputError, r"resource_requirements\.cpu: '3' .*allowed: 1, 2, 4, 6, 8"),
-    (deployment_args("gcp", resource_requirements={"cpu": "1", "memory": "16Gi"}), InputError, r"resource_requirements\.memory: .*allowed: 128Mi to 4Gi"),
-    (deployment_args("gcp", resource_requirements={"gpu": 1}), InputError, r"resource_requirements\.gpu"),
-    (deployment_args("azure", resource_requirements={"cpu": "1", "memory": "3Gi"}), InputError, r"resource_requirements: .*allowed cpu/memory pairs: 0\.25/512Mi"),
-    (deployment_args("azure", resource_requirements={"timeout": 300}), InputError, r"resource_requirements\.timeout: .*allowed: 1-240"),
-    (deployment_args("azure", deployment_name="a-very-long-deployment-name-for-azure-apps"), InputError, r"deployment_name: .*2-32"),
-    ({**deployment_args(None), "deployment_type": "serverless"}, InputError, r"target\.cloud: none .*allowed: aws, gcp, azure"),
-    (deployment_args(None, deployment_type="edge"), InputError, r"deployment_type: 'edge' is not one of kubernetes, serverless"),
-    (deployment_args(None, target={"cloud": "local"}), NotSupportedError, r"target\.cloud: 'local'"),
-    (deployment_args("gcp", target={"cloud": "gcp", "cluster": "prod"}), InputError, r"target\.cluster: applies only"),
-    (deployment_args(None, target={"cloud": "mars"}), InputError, r"target\.cloud: Input should be 'aws', 'gcp', 'azure' or 'local'"),
-    (deployment_args(None, cost_optimization_policy={"use_spot_instances": True, "on_demand_base_instances": 9}), InputError, r"on_demand_base_instances: 9 must be <= scaling_policy\.max_instances \(5\)"),
-    (deployment_args(None, scaling_policy={"min": 1}), InputError, r"scaling_policy\.min: Extra inputs are not permitted"),
-    (deployment_args(None, resource_requirements={"cpu": "lots"}), InputError, r"resource_requirements\.cpu: 'lots' is not a Kubernetes quantity"),
-    (deployment_args(None, deployment_name="Not_A_Label"), InputError, r"deployment_name: must be 1-63 lowercase"),
-    (deployment_args(None, model_format="keras"), InputError, r"model_format: 'keras' is not one of onnx, pytorch"),
+    (
+        deployment_args("aws", model_uri=MODEL_URIS["gcp"]),
+        InputError,
+        r"model_uri: .*s3://<bucket>/<object>",
+    ),
+    (
+        deployment_args("aws", log_retention_days=10),
+        InputError,
+        r"log_retention_days: 10 is not allowed; allowed: 1, 3",
+    ),
+    (
+        deployment_args("gcp", resource_requirements={"cpu": "3"}),
+        InputError,
+        r"resource_requirements\.cpu: '3' .*allowed: 1, 2, 4, 6, 8",
+    ),
+    (
+        deployment_args("gcp", resource_requirements={"cpu": "1", "memory": "16Gi"}),
+        InputError,
+        r"resource_requirements\.memory: .*allowed: 128Mi to 4Gi",
+    ),
+    (
+        deployment_args("gcp", resource_requirements={"gpu": 1}),
+        InputError,
+        r"resource_requirements\.gpu",
+    ),
+    (
+        deployment_args("azure", resource_requirements={"cpu": "1", "memory": "3Gi"}),
+        InputError,
+        r"resource_requirements: .*allowed cpu/memory pairs: 0\.25/512Mi",
+    ),
+    (
+        deployment_args("azure", resource_requirements={"timeout": 300}),
+        InputError,
+        r"resource_requirements\.timeout: .*allowed: 1-240",
+    ),
+    (
+        deployment_args("azure", deployment_name="a-very-long-deployment-name-for-azure-apps"),
+        InputError,
+        r"deployment_name: .*2-32",
+    ),
+    (
+        {**deployment_args(None), "deployment_type": "serverless"},
+        InputError,
+        r"target\.cloud: none .*allowed: aws, gcp, azure",
+    ),
+    (
+        deployment_args(None, deployment_type="edge"),
+        InputError,
+        r"deployment_type: 'edge' is not one of kubernetes, serverless",
+    ),
+    (
+        deployment_args(None, target={"cloud": "local"}),
+        NotSupportedError,
+        r"target\.cloud: 'local'",
+    ),
+    (
+        deployment_args("gcp", target={"cloud": "gcp", "cluster": "prod"}),
+        InputError,
+        r"target\.cluster: applies only",
+    ),
+    (
+        deployment_args(None, target={"cloud": "mars"}),
+        InputError,
+        r"target\.cloud: Input should be 'aws', 'gcp', 'azure' or 'local'",
+    ),
+    (
+        deployment_args(
+            None,
+            cost_optimization_policy={"use_spot_instances": True, "on_demand_base_instances": 9},
+        ),
+        InputError,
+        r"on_demand_base_instances: 9 must be <= scaling_policy\.max_instances \(5\)",
+    ),
+    (
+        deployment_args(None, scaling_policy={"min": 1}),
+        InputError,
+        r"scaling_policy\.min: Extra inputs are not permitted",
+    ),
+    (
+        deployment_args(None, resource_requirements={"cpu": "lots"}),
+        InputError,
+        r"resource_requirements\.cpu: 'lots' is not a Kubernetes quantity",
+    ),
+    (
+        deployment_args(None, deployment_name="Not_A_Label"),
+        InputError,
+        r"deployment_name: must be 1-63 lowercase",
+    ),
+    (
+        deployment_args(None, model_format="keras"),
+        InputError,
+        r"model_format: 'keras' is not one of onnx, pytorch",
+    ),
     ({"image": IMAGE}, InputError, r"model_uri: required"),
 ]
 

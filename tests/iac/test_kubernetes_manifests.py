@@ -48,7 +48,9 @@ def _crd_validator(directory: Path, file_name: str, version: str) -> jsonschema.
     for served in crd["spec"]["versions"]:
         if served["name"] == version:
             schema = served["schema"]["openAPIV3Schema"]
-            validator_class = jsonschema.validators.validator_for(schema, default=jsonschema.Draft7Validator)
+            validator_class = jsonschema.validators.validator_for(
+                schema, default=jsonschema.Draft7Validator
+            )
             return validator_class(schema)
     pytest.fail(f"{file_name} serves no version {version}")
 
@@ -127,15 +129,24 @@ def test_every_policy_combination_renders_valid_objects(
     if gpu:
         assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
         tolerations = deployment["spec"]["template"]["spec"]["tolerations"]
-        assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in tolerations
+        assert {
+            "key": "nvidia.com/gpu",
+            "operator": "Exists",
+            "effect": "NoSchedule",
+        } in tolerations
 
 
 def test_autoscaler_maps_the_scaling_policy() -> None:
-    spec = spec_of(scaling_policy={"min_instances": 2, "max_instances": 9, "target_cpu_utilization": 55})
+    spec = spec_of(
+        scaling_policy={"min_instances": 2, "max_instances": 9, "target_cpu_utilization": 55}
+    )
     autoscaler = render_manifests(spec, KubernetesOptions())["autoscaler"]["spec"]
     assert autoscaler["minReplicas"] == 2
     assert autoscaler["maxReplicas"] == 9
-    assert autoscaler["metrics"][0]["resource"]["target"] == {"type": "Utilization", "averageUtilization": 55}
+    assert autoscaler["metrics"][0]["resource"]["target"] == {
+        "type": "Utilization",
+        "averageUtilization": 55,
+    }
 
 
 def test_scale_to_zero_uses_keda_with_the_idle_timeout() -> None:
@@ -144,9 +155,15 @@ def test_scale_to_zero_uses_keda_with_the_idle_timeout() -> None:
         scaling_policy={"min_instances": 1, "max_instances": 7, "target_cpu_utilization": 65},
         cost_optimization_policy={"hibernation_enabled": True, "hibernation_idle_timeout": 600},
     )
-    manifests = render_manifests(spec, KubernetesOptions(namespace="ml", keda_namespace="autoscaling"))
+    manifests = render_manifests(
+        spec, KubernetesOptions(namespace="ml", keda_namespace="autoscaling")
+    )
     scaled = manifests["scaled-object"]["spec"]
-    assert (scaled["minReplicaCount"], scaled["maxReplicaCount"], scaled["cooldownPeriod"]) == (0, 7, 600)
+    assert (scaled["minReplicaCount"], scaled["maxReplicaCount"], scaled["cooldownPeriod"]) == (
+        0,
+        7,
+        600,
+    )
     push, cpu = scaled["triggers"]
     assert push["metadata"] == {
         "scalerAddress": "keda-add-ons-http-external-scaler.autoscaling:9090",
@@ -154,7 +171,9 @@ def test_scale_to_zero_uses_keda_with_the_idle_timeout() -> None:
     }
     assert cpu["metadata"] == {"value": "65"}
     http = manifests["http-scaled-object"]
-    assert http["metadata"]["annotations"] == {"httpscaledobject.keda.sh/skip-scaledobject-creation": "true"}
+    assert http["metadata"]["annotations"] == {
+        "httpscaledobject.keda.sh/skip-scaledobject-creation": "true"
+    }
     assert http["spec"]["replicas"] == {"min": 0, "max": 7}
     assert http["spec"]["scaledownPeriod"] == 600
     assert http["spec"]["scaleTargetRef"]["service"] == "sentiment-backend"
@@ -162,23 +181,39 @@ def test_scale_to_zero_uses_keda_with_the_idle_timeout() -> None:
     assert "sentiment.ml.svc.cluster.local" in http["spec"]["hosts"]
     entry = manifests["service"]["spec"]
     assert entry["type"] == "ExternalName"
-    assert entry["externalName"] == "keda-add-ons-http-interceptor-proxy.autoscaling.svc.cluster.local"
-    assert service_url(spec, KubernetesOptions(namespace="ml")) == "http://sentiment.ml.svc.cluster.local:8080"
+    assert (
+        entry["externalName"] == "keda-add-ons-http-interceptor-proxy.autoscaling.svc.cluster.local"
+    )
+    assert (
+        service_url(spec, KubernetesOptions(namespace="ml"))
+        == "http://sentiment.ml.svc.cluster.local:8080"
+    )
 
 
 @pytest.mark.parametrize("cloud", [Cloud.AWS, Cloud.GCP, Cloud.AZURE])
 def test_spot_prefers_the_clouds_spot_nodes_and_falls_back(cloud: Cloud) -> None:
-    spec = spec_of(cost_optimization_policy={"use_spot_instances": True, "on_demand_base_instances": 1})
+    spec = spec_of(
+        cost_optimization_policy={"use_spot_instances": True, "on_demand_base_instances": 1}
+    )
     manifests = render_manifests(spec, KubernetesOptions(spot_clouds=[cloud]))
     label, value, taint = SPOT_NODE_LABELS[cloud]
     pod = manifests["deployment"]["spec"]["template"]["spec"]
     affinity = pod["affinity"]["nodeAffinity"]
-    assert "requiredDuringSchedulingIgnoredDuringExecution" not in affinity, "spot must be a preference"
+    assert "requiredDuringSchedulingIgnoredDuringExecution" not in affinity, (
+        "spot must be a preference"
+    )
     [preference] = affinity["preferredDuringSchedulingIgnoredDuringExecution"]
-    assert preference["preference"]["matchExpressions"] == [{"key": label, "operator": "In", "values": [value]}]
+    assert preference["preference"]["matchExpressions"] == [
+        {"key": label, "operator": "In", "values": [value]}
+    ]
     tolerations = pod.get("tolerations", [])
     if taint:
-        assert {"key": taint, "operator": "Equal", "value": value, "effect": "NoSchedule"} in tolerations
+        assert {
+            "key": taint,
+            "operator": "Equal",
+            "value": value,
+            "effect": "NoSchedule",
+        } in tolerations
     else:
         assert tolerations == []
     floor = manifests["on-demand-deployment"]
@@ -206,7 +241,9 @@ def test_a_broken_manifest_fails_validation() -> None:
     manifests = render_manifests(
         spec_of(cost_optimization_policy={"hibernation_enabled": True}), KubernetesOptions()
     )
-    manifests["deployment"]["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] = "http"
+    manifests["deployment"]["spec"]["template"]["spec"]["containers"][0]["ports"][0][
+        "containerPort"
+    ] = "http"
     with pytest.raises(kubernetes_validate.ValidationError):
         validate(manifests["deployment"])
     manifests["scaled-object"]["spec"]["minReplicaCount"] = "zero"

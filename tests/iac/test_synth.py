@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+
 import pulumi
 import pytest
 
@@ -63,7 +64,9 @@ def test_unmocked_provider_functions_fail_instead_of_guessing() -> None:
 
 def test_mocked_provider_functions_answer() -> None:
     def program() -> None:
-        pulumi.export("region", pulumi.runtime.invoke_output("aws:index/getRegion:getRegion", {"id": "x"}))
+        pulumi.export(
+            "region", pulumi.runtime.invoke_output("aws:index/getRegion:getRegion", {"id": "x"})
+        )
 
     result = synthesize(
         program,
@@ -87,7 +90,8 @@ def test_program_errors_are_wrapped_and_user_errors_pass_through() -> None:
 
 def test_many_deployments_in_one_program() -> None:
     documents = [
-        {"name": f"model-{index}", "model_id": "m", "model_uri": "s3://b/k.onnx"} for index in range(20)
+        {"name": f"model-{index}", "model_id": "m", "model_uri": "s3://b/k.onnx"}
+        for index in range(20)
     ]
     config = DeploymentsConfig.model_validate({"image": "ghcr.io/a/b:1", "deployments": documents})
     result = synthesize(lambda: deployments(config))
@@ -97,7 +101,10 @@ def test_many_deployments_in_one_program() -> None:
 
 def test_config_reaches_the_program() -> None:
     seen: list[str | None] = []
-    synthesize(lambda: seen.append(pulumi.Config("aideploy").get("program")), config={"aideploy:program": "platform"})
+    synthesize(
+        lambda: seen.append(pulumi.Config("aideploy").get("program")),
+        config={"aideploy:program": "platform"},
+    )
     assert seen == ["platform"]
 
 
