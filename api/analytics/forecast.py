@@ -14,7 +14,8 @@ backtest: the last ``min(7, n // 3)`` days are held out, the same kind of model 
 rest, and the weighted absolute percentage error of its forecast of the held-out days is
 reported. Forecasts are clamped at zero (traffic is never negative).
 
-History is made of whole UTC days; a deployment's history starts on its first whole day.
+History is made of whole UTC days; a deployment's history starts on its first whole day with
+usage.
 ``current_requests`` and ``current_cost`` are the totals over the history window, so they match
 ``GET /analytics/cost`` for the same window.
 """
@@ -149,8 +150,11 @@ def _day_ceil(moment: datetime) -> datetime:
 def daily_history(
     facts: DeploymentFacts, samples: Sequence[UsageSample], window: Window, options: PricingOptions
 ) -> tuple[list[datetime], list[float], list[float]]:
-    """The whole UTC days of ``window`` the deployment existed, with its requests and cost."""
+    """The whole UTC days of ``window`` since the deployment first served, with its requests and
+    cost (days before its first usage are not zeros of its history: it was not running yet)."""
     first = max(_day_ceil(window.start), _day_ceil(facts.deployment.created_at))
+    if samples:
+        first = max(first, _day_ceil(min(sample.start for sample in samples)))
     last = _day_floor(window.end)
     days = [first + DAY * index for index in range(max(0, (last - first) // DAY))]
     per_day: dict[datetime, list[UsageSample]] = {day: [] for day in days}

@@ -4,9 +4,10 @@ Two kinds of anomaly are reported, each at the time it began:
 
 - **Thresholds** (the API contract's: error rate above 5 %, mean latency above 1000 ms;
   configurable), checked on every recorded interval with enough requests to judge.
-- **Statistical**: each hour against the deployment's own baseline: the same hour on up to
-  the seven previous days when three or more exist (so a daily rhythm is not an anomaly), else
-  the trailing day. The baseline's median and median absolute deviation give a robust z-score,
+- **Statistical**: each hour against the deployment's own baseline: the same hour of the week
+  in up to four previous weeks when two or more exist (a weekly rhythm is learnt after two
+  weeks), else the same hour on up to seven previous days when three or more exist (a daily
+  rhythm is not an anomaly), else the trailing day. The baseline's median and median absolute deviation give a robust z-score,
   with a noise floor (Poisson for counts, binomial for error rates) so quiet deployments are not
   flagged for a handful of requests.
 
@@ -124,7 +125,13 @@ def _threshold_flags(samples: Sequence[UsageSample], limits: PerformanceThreshol
 def _baseline(
     series: Mapping[datetime, float], hour: datetime, limits: PerformanceThresholds
 ) -> list[float]:
-    """Earlier values to judge ``hour`` by: the same hour of previous days, else the last day."""
+    """Earlier values to judge ``hour`` by: the same hour of the week in previous weeks, else
+    the same hour of previous days, else the last day."""
+    same_weekly = [
+        series[week] for week in (hour - timedelta(weeks=k) for k in range(1, 5)) if week in series
+    ]
+    if len(same_weekly) >= 2:
+        return same_weekly
     same_hour = [
         series[day] for day in (hour - timedelta(days=k) for k in range(1, 8)) if day in series
     ]
