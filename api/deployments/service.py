@@ -155,7 +155,7 @@ async def create_deployment(
     row.runtime = {"stack_name": stack_name_for(row)}
     job = add_job(session, JobKind.DEPLOY, owner_id, row.id, operation=Operation.CREATE.value)
     await session.commit()
-    await context.jobs.enqueue(job.id)
+    await context.jobs.enqueue(job.id, JobKind.DEPLOY)
     return row
 
 
@@ -221,7 +221,7 @@ async def start_operation(
     )
     await session.commit()
     await session.refresh(row)
-    await context.jobs.enqueue(job.id)
+    await context.jobs.enqueue(job.id, JobKind.DEPLOY)
     return row
 
 
@@ -278,4 +278,4 @@ async def restore_local_deployments(context: ApiContext) -> None:
             if (row.spec.get("target") or {}).get("cloud") == Cloud.LOCAL.value
         ]
     for job in jobs:
-        await context.jobs.enqueue(job.id)
+        await context.jobs.enqueue(job.id, JobKind.DEPLOY)

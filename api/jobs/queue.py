@@ -127,44 +127,43 @@ async def recover_jobs(context: ApiContext) -> None:
             log.warning("job %s (%s) failed: %s", job.id, job.kind, reason)
         else:
             log.info("resuming job %s (%s, attempt %d)", job.id, job.kind, job.attempts + 1)
-            await context.jobs.enqueue(job.id)
+            await context.jobs.enqueue(job.id, JobKind(job.kind))
+
+
+# How many jobs of each kind run at once in one API process. Optimizations are CPU-bound and
+# measure latency, so one at a time keeps their measurements honest; deployment operations
+# mostly wait on engines and servers.
+CONCURRENCY = {JobKind.OPTIMIZE: 1, JobKind.DEPLOY: 8}
 
 
 class JobQueue(Protocol):
     async def start(self, context: ApiContext) -> None: ...
 
-    async def enqueue(self, job_id: str) -> None: ...
+    async def enqueue(self, job_id: str, kind: JobKind) -> None: ...
 
     async def stop(self) -> None: ...
 
-    async def wait_idle(self) -> None:
-        """Wait until every job enqueued so far has ended (tests, graceful shutdown)."""
-
 
 class InProcessQueue:
-    """Jobs as tasks of the API's event loop, at most ``concurrency`` at a time."""
+    """Jobs as tasks of the API's event loop, at most :data:`CONCURRENCY` per kind."""
 
-    def __init__(self, concurrency: int = 2) -> None:
-        self._limit = asyncio.Semaphore(concurrency)
+    def __init__(self) -> None:
+        self._limits = {kind: asyncio.Semaphore(limit) for kind, limit in CONCURRENCY.items()}
         self._tasks: set[asyncio.Task[None]] = set()
         self._context: ApiContext | None = None
 
     async def start(self, context: ApiContext) -> None:
         self._context = context
 
-    async def enqueue(self, job_id: str) -> None:
+    async def enqueue(self, job_id: str, kind: JobKind) -> None:
         assert self._context is not None, "start() the queue first"
-        task = asyncio.create_task(self._run(self._context, job_id), name=f"job-{job_id}")
+        task = asyncio.create_task(self._run(self._context, job_id, kind), name=f"job-{job_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, context: ApiContext, job_id: str) -> None:
-        async with self._limit:
+    async def _run(self, context: ApiContext, job_id: str, kind: JobKind) -> None:
+        async with self._limits[kind]:
             await run_job(context, job_id)
-
-    async def wait_idle(self) -> None:
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def stop(self) -> None:
         for task in list(self._tasks):
@@ -173,46 +172,42 @@ class InProcessQueue:
 
 
 class SaqQueue:
-    """Job ids on a SAQ queue in Redis; this process also runs a worker consuming it."""
+    """Job ids on SAQ queues in Redis, one per job kind; every API process runs a worker per
+    queue, so replicas share the work and each kind keeps its own concurrency."""
 
-    def __init__(self, redis_url: str, concurrency: int = 2, name: str = "aideploy") -> None:
+    def __init__(self, redis_url: str, prefix: str = "aideploy") -> None:
         from saq import Queue
 
-        self._queue = Queue.from_url(redis_url, name=name)
-        self._concurrency = concurrency
-        self._worker_task: asyncio.Task[None] | None = None
-        self._pending: set[str] = set()
+        self._queues = {
+            kind: Queue.from_url(redis_url, name=f"{prefix}-{kind.value}") for kind in JobKind
+        }
+        self._workers: list[asyncio.Task[None]] = []
 
     async def start(self, context: ApiContext) -> None:
         from saq import Worker
         from saq.types import Context
 
         async def run(_ctx: Context, *, job_id: str) -> None:
-            try:
-                await run_job(context, job_id)
-            finally:
-                self._pending.discard(job_id)
+            await run_job(context, job_id)
 
-        await self._queue.connect()
-        worker = Worker(self._queue, functions=[("run_job", run)], concurrency=self._concurrency)
-        worker.SIGNALS = []  # the web server owns SIGINT/SIGTERM (and they need the main thread)
-        self._worker_task = asyncio.create_task(worker.start(), name="saq-worker")
-        self._worker_task.add_done_callback(_log_worker_exit)
+        for kind, queue in self._queues.items():
+            await queue.connect()
+            worker = Worker(queue, functions=[("run_job", run)], concurrency=CONCURRENCY[kind])
+            worker.SIGNALS = []  # the web server owns SIGINT/SIGTERM (they need the main thread)
+            task = asyncio.create_task(worker.start(), name=f"saq-worker-{kind.value}")
+            task.add_done_callback(_log_worker_exit)
+            self._workers.append(task)
 
-    async def enqueue(self, job_id: str) -> None:
+    async def enqueue(self, job_id: str, kind: JobKind) -> None:
         # The job id is the SAQ key: an id already queued or running is not enqueued twice.
-        self._pending.add(job_id)
-        await self._queue.enqueue("run_job", job_id=job_id, key=job_id, timeout=0)
-
-    async def wait_idle(self) -> None:
-        while self._pending:
-            await asyncio.sleep(0.05)
+        await self._queues[kind].enqueue("run_job", job_id=job_id, key=job_id, timeout=0)
 
     async def stop(self) -> None:
-        if self._worker_task is not None:
-            self._worker_task.cancel()
-            await asyncio.gather(self._worker_task, return_exceptions=True)
-        await self._queue.disconnect()
+        for task in self._workers:
+            task.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        for queue in self._queues.values():
+            await queue.disconnect()
 
 
 def _log_worker_exit(task: asyncio.Task[None]) -> None:

@@ -67,7 +67,7 @@ async def start_optimization(
     await session.flush()
     job = add_job(session, JobKind.OPTIMIZE, owner_id, row.id)
     await session.commit()  # the worker must see both rows
-    await context.jobs.enqueue(job.id)
+    await context.jobs.enqueue(job.id, JobKind.OPTIMIZE)
     return row
 
 
