@@ -78,7 +78,7 @@ REPORT_NAME = "report.json"
 DEFAULT_MAX_ACCURACY_DROP = 1.0
 """``auto`` without ``max_accuracy_drop`` loses at most this many points of the metric."""
 DEFAULT_SPARSITY = 0.5
-_CACHE_VERSION = "1"
+_CACHE_VERSION = "2"
 _SENSITIVITY_SAMPLES = 16
 _REFINE_GOAL_PP = 0.5
 """Without a floor, auto still spends size-neutral precision on sensitive layers down to this."""
