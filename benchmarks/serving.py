@@ -108,8 +108,12 @@ class ModelResult:
 # --- helpers run in their own processes -----------------------------------------------------
 
 
-def raw_loop(model: str, inputs: str, seconds: float, threads: int) -> dict[str, Any]:
-    """onnxruntime in-process, one request after another: the floor the server is held to."""
+def raw_loop(model: str, inputs: str, threads: int) -> None:
+    """onnxruntime in-process, one request after another: the floor the server is held to.
+
+    Serves measurement windows on request: each line on stdin is a number of seconds, each
+    answer a JSON line with the latency of that window and the process's resident memory.
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -120,14 +124,17 @@ def raw_loop(model: str, inputs: str, seconds: float, threads: int) -> dict[str,
     feeds = dict(np.load(inputs))
     for _ in range(5):
         session.run(None, feeds)
-    timings: list[float] = []
-    started = time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        before = time.perf_counter()
-        session.run(None, feeds)
-        timings.append(time.perf_counter() - before)
-    elapsed = time.perf_counter() - started
-    return {"latency": asdict(Latency.of(timings, elapsed)), "rss_mb": rss_mb(os.getpid())}
+    for line in sys.stdin:
+        seconds = float(line)
+        timings: list[float] = []
+        started = time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            before = time.perf_counter()
+            session.run(None, feeds)
+            timings.append(time.perf_counter() - before)
+        elapsed = time.perf_counter() - started
+        result = {"latency": asdict(Latency.of(timings, elapsed)), "rss_mb": rss_mb(os.getpid())}
+        print(json.dumps(result), flush=True)
 
 
 async def load_generator(
@@ -352,34 +359,79 @@ LEVELS: tuple[tuple[str, bool, int, tuple[str, ...]], ...] = (
 
 
 def steady_state(
-    name: str, model: Path, inputs: Path, binary: bytes, as_json: bytes, seconds: float
+    name: str, model: Path, inputs: Path, binary: bytes, as_json: bytes, seconds: float, rounds: int
 ) -> tuple[Latency, float, dict[str, Latency], float]:
-    """The raw loop, then the server at each level; memory is read after the plain server's
-    levels (the batching server runs separately)."""
-    raw = run_helper("raw", str(model), str(inputs), str(seconds))
-    served: dict[str, Latency] = {}
+    """Each server level and the raw loop measured in alternating windows, ``rounds`` times,
+    so a neighbour's load on the shared CPU hits both sides alike; medians per level. Memory
+    is read after the plain server's levels (the batching server runs separately)."""
+    raw_process = subprocess.Popen(
+        [sys.executable, __file__, "raw", str(model), str(inputs)],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    commands, answers = raw_process.stdin, raw_process.stdout
+    assert commands is not None
+    assert answers is not None
+    raw_windows: list[Latency] = []
+    raw_rss = 0.0
+
+    def raw_window() -> None:
+        nonlocal raw_rss
+        commands.write(f"{seconds}\n")
+        commands.flush()
+        answer = json.loads(answers.readline())
+        raw_windows.append(Latency(**answer["latency"]))
+        raw_rss = float(answer["rss_mb"])
+
+    windows: dict[str, list[Latency]] = {label: [] for label, *_ in LEVELS}
     server_rss = 0.0
-    with tempfile.TemporaryDirectory() as scratch:
-        request_file = Path(scratch) / "request"
-        for options in dict.fromkeys(level[3] for level in LEVELS):
-            port = free_port()
-            server = start_server(model, "m", port, *options)
-            try:
-                exchange(port, http_request("m", binary, True), time.perf_counter() + 60)
-                for label, use_json, concurrency, _ in (lv for lv in LEVELS if lv[3] == options):
-                    body = as_json if use_json else binary
-                    request_file.write_bytes(http_request("m", body, not use_json))
-                    console.print(f"[dim]{name}: {label} for {seconds:g}s[/]")
-                    result = run_helper(
-                        "load", str(port), str(request_file), str(concurrency), str(seconds)
-                    )
-                    served[label] = Latency(**result["latency"])
-                if not options:
-                    server_rss = rss_mb(server.pid)
-            finally:
-                server.terminate()
-                server.wait()
-    return Latency(**raw["latency"]), float(raw["rss_mb"]), served, server_rss
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            request_file = Path(scratch) / "request"
+            for options in dict.fromkeys(level[3] for level in LEVELS):
+                port = free_port()
+                server = start_server(model, "m", port, *options)
+                try:
+                    exchange(port, http_request("m", binary, True), time.perf_counter() + 60)
+                    levels = [level for level in LEVELS if level[3] == options]
+                    for round_number in range(rounds):
+                        for label, use_json, concurrency, _ in levels:
+                            body = as_json if use_json else binary
+                            request_file.write_bytes(http_request("m", body, not use_json))
+                            console.print(
+                                f"[dim]{name}: {label}, round {round_number + 1}/{rounds}[/]"
+                            )
+                            raw_window()
+                            result = run_helper(
+                                "load", str(port), str(request_file), str(concurrency), str(seconds)
+                            )
+                            windows[label].append(Latency(**result["latency"]))
+                    if not options:
+                        server_rss = rss_mb(server.pid)
+                finally:
+                    server.terminate()
+                    server.wait()
+    finally:
+        raw_process.terminate()
+        raw_process.wait()
+    return (
+        _median(raw_windows),
+        raw_rss,
+        {label: _median(found) for label, found in windows.items()},
+        server_rss,
+    )
+
+
+def _median(windows: list[Latency]) -> Latency:
+    return Latency(
+        p50_ms=statistics.median(w.p50_ms for w in windows),
+        p99_ms=statistics.median(w.p99_ms for w in windows),
+        throughput=statistics.median(w.throughput for w in windows),
+        requests=sum(w.requests for w in windows),
+        errors=sum(w.errors for w in windows),
+    )
 
 
 def bars(results: list[ModelResult]) -> list[dict[str, Any]]:
@@ -498,7 +550,10 @@ def main() -> None:
         "--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "aideploy-bench-serving"
     )
     parser.add_argument(
-        "--seconds", type=float, default=6.0, help="Measured seconds per load level."
+        "--seconds", type=float, default=3.0, help="Seconds per measurement window."
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="Alternating raw/server windows per level."
     )
     args = parser.parse_args()
     work: Path = args.work_dir
@@ -515,7 +570,7 @@ def main() -> None:
             model, inputs, http_request("m", binary, True)
         )
         raw, raw_rss, latencies, server_rss = steady_state(
-            name, model, inputs, binary, as_json, args.seconds
+            name, model, inputs, binary, as_json, args.seconds, args.rounds
         )
         results.append(
             ModelResult(
@@ -545,7 +600,8 @@ def main() -> None:
                 },
                 "threads": THREADS,
                 "sequence_length": SEQUENCE,
-                "seconds_per_level": args.seconds,
+                "seconds_per_window": args.seconds,
+                "rounds": args.rounds,
                 "models": [{**asdict(r), "cold_ratio": r.cold_ratio} for r in results],
                 "bars": checks,
             },
@@ -557,7 +613,7 @@ def main() -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "raw":
-        print(json.dumps(raw_loop(sys.argv[2], sys.argv[3], float(sys.argv[4]), THREADS)))
+        raw_loop(sys.argv[2], sys.argv[3], THREADS)
     elif len(sys.argv) > 1 and sys.argv[1] == "load":
         port, request_file, concurrency, seconds = sys.argv[2:6]
         work = load_generator(
