@@ -279,12 +279,7 @@ def _walk(client: httpx.Client, data_dir: Path, admin: tuple[str, str]) -> None:
     console.print(f"predictions again: {_infer(endpoint, 'digits', images[:3])}")
 
     _step(7, "Analytics")
-    for view in ("cost", "performance", "forecast", "suggestions"):
-        response = client.get(f"/analytics/{view}")
-        if response.status_code == 200:
-            console.print_json(data=response.json())
-        else:
-            console.print(f"/analytics/{view}: HTTP {response.status_code} (not available)")
+    _show_analytics(client)
 
     _step(8, "Clean up")
     _check(client.delete(f"/deployments/{deployment_id}"), "delete deployment", 202)
@@ -295,3 +290,52 @@ def _walk(client: httpx.Client, data_dir: Path, admin: tuple[str, str]) -> None:
     )
     _check(client.delete(f"/models/{model['model_id']}"), "delete model", 200)
     console.print("deployment and model deleted; the demo is done")
+
+
+def _show_analytics(client: httpx.Client) -> None:
+    """The four analytics views, summarized as tables."""
+    views = {
+        view: client.get(f"/analytics/{view}")
+        for view in ("cost", "performance", "forecast", "suggestions")
+    }
+    for view, response in views.items():
+        if response.status_code != 200:
+            console.print(f"/analytics/{view}: HTTP {response.status_code} {response.text}")
+    if views["cost"].status_code == 200:
+        cost = views["cost"].json()
+        table = Table(title=f"cost over the last 30 days ({cost.get('currency', 'USD')})")
+        for column in ("this platform", "AWS endpoint", "Azure endpoint", "GCP endpoint"):
+            table.add_column(column)
+        comparison = cost["comparison"]
+        savings = comparison["savings_percentage"]
+        table.add_row(
+            f"{comparison['our_platform']:.4f}",
+            *(
+                f"{comparison[cloud]:.4f} (-{savings.get(cloud, 0):.0f} %)"
+                for cloud in ("aws", "azure", "gcp")
+            ),
+        )
+        console.print(table)
+    if views["performance"].status_code == 200:
+        performance = views["performance"].json()
+        console.print(
+            f"performance: {performance['total_requests']} requests, mean latency "
+            f"{performance['avg_latency']:.2f} ms, error rate {performance['error_rate']:.2f} %"
+        )
+    if views["forecast"].status_code == 200:
+        forecast = views["forecast"].json()
+        if not forecast["total_requests_forecast"]:
+            console.print("forecast: not enough history yet")
+        else:
+            console.print(
+                f"forecast over {forecast['days']} days: requests "
+                f"{[round(value) for value in forecast['total_requests_forecast'][:3]]}..., cost "
+                f"{[round(value, 4) for value in forecast['total_cost_forecast'][:3]]}..."
+            )
+    if views["suggestions"].status_code == 200:
+        suggestions = views["suggestions"].json()["suggestions_by_deployment"]
+        for entry in suggestions.values():
+            for suggestion in entry["suggestions"]:
+                console.print(f"suggestion for {entry['deployment_name']}: {suggestion['message']}")
+        if not suggestions:
+            console.print("no suggestions yet")
