@@ -279,6 +279,13 @@ def _walk(client: httpx.Client, data_dir: Path, admin: tuple[str, str]) -> None:
     console.print(f"predictions again: {_infer(endpoint, 'digits', images[:3])}")
 
     _step(7, "Analytics")
+    deadline = time.monotonic() + 10  # servers report usage every second; let one arrive
+    with console.status("waiting for the deployment's usage reports..."):
+        while time.monotonic() < deadline:
+            performance = client.get("/analytics/performance")
+            if performance.status_code != 200 or performance.json()["total_requests"] >= 1:
+                break
+            time.sleep(0.5)
     _show_analytics(client)
 
     _step(8, "Clean up")
