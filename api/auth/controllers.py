@@ -1,15 +1,18 @@
-"""``POST /auth/token``: exchange a username and password for a signed bearer token."""
+"""``POST /auth/token``: exchange a username and password for a signed bearer token; and
+``POST /auth/users``: administrators create accounts over HTTP."""
 
 from __future__ import annotations
 
 from litestar import Controller, Request, post
-from litestar.exceptions import NotAuthorizedException
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aideploy.schema import AccessToken, TokenRequest
-from api.auth.service import authenticate
+from api.auth.middleware import CurrentUser
+from api.auth.schemas import User, UserCreate
+from api.auth.service import UserExistsError, authenticate, create_user
 from api.context import ApiContext
-from api.errors import TooManyRequestsError
+from api.errors import ConflictError, TooManyRequestsError
 
 
 class AuthController(Controller):
@@ -45,3 +48,20 @@ class AuthController(Controller):
         context.login_limiter.reset(f"user:{data.username}")
         token, claims = context.signer.sign(user.id)
         return AccessToken(token=token, expires_at=claims.expires_at)
+
+    @post("/users", operation_id="CreateUser", status_code=201)
+    async def create_user(
+        self, data: UserCreate, db_session: AsyncSession, current_user: CurrentUser
+    ) -> User:
+        """*Extension*: create a user (administrators only; others get 403)."""
+        if not current_user.is_admin:
+            raise PermissionDeniedException("only administrators create users")
+        try:
+            user = await create_user(
+                db_session, data.username, data.password, is_admin=data.is_admin
+            )
+        except UserExistsError as exc:
+            raise ConflictError(str(exc)) from None
+        return User(
+            id=user.id, username=user.username, is_admin=user.is_admin, created_at=user.created_at
+        )

@@ -34,6 +34,7 @@ def program_for(plan: DeploymentPlan, settings: Settings) -> Callable[[], None]:
                 else Framework.ONNX
             ),
             "hibernated": plan.hibernated,
+            **_usage_reporting(plan, settings),
         }
     )
     config = DeploymentsConfig(image=settings.serving_image, deployments=[document])
@@ -42,6 +43,20 @@ def program_for(plan: DeploymentPlan, settings: Settings) -> Callable[[], None]:
         deployments(config)
 
     return program
+
+
+def _usage_reporting(plan: DeploymentPlan, settings: Settings) -> dict[str, str]:
+    """Cloud deployments report usage only when the API has an address they can reach
+    (``api_public_url``): its own listening address is usually private to this host."""
+    if not settings.api_public_url:
+        return {}
+    from api.analytics.tokens import usage_environment
+
+    environment = usage_environment(settings, plan.deployment.id)
+    return {
+        "usage_url": environment["AIDEPLOY_SERVE_USAGE_URL"],
+        "usage_token": environment["AIDEPLOY_SERVE_USAGE_TOKEN"],
+    }
 
 
 def endpoint_from_exports(exports: Mapping[str, Any], deployment_name: str) -> str | None:

@@ -10,6 +10,7 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from aideploy.settings import Settings
+from api.app import create_app
 from api.auth import ratelimit
 from api.auth.tokens import TokenSigner, load_signing_key
 
@@ -111,3 +112,35 @@ def test_rate_limiter_forgets_expired_keys(monkeypatch: pytest.MonkeyPatch) -> N
     limiter.record_failure("user:b", "ip:2")  # two stale keys are over the limit: pruned
     assert set(limiter._attempts) == {"user:b", "ip:2"}
     assert limiter.retry_after("user:a") == 0
+
+
+async def test_admins_create_users_others_get_403(client: Client, alice: dict[str, str]) -> None:
+    admin_token = await client.post(
+        "/auth/token", json={"username": "admin", "password": "admin-password"}
+    )
+    admin = {"Authorization": f"Bearer {admin_token.json()['token']}"}
+    body = {"username": "carol", "password": "carol-password"}
+    created = await client.post("/auth/users", json=body, headers=admin)
+    assert created.status_code == 201, created.text
+    assert created.json()["username"] == "carol"
+    assert created.json()["is_admin"] is False
+    assert (await client.post("/auth/users", json=body, headers=admin)).status_code == 409
+    forbidden = await client.post("/auth/users", json={**body, "username": "dave"}, headers=alice)
+    assert forbidden.status_code == 403
+    assert forbidden.json()["detail"] == "only administrators create users"
+    short = await client.post("/auth/users", json={"username": "x", "password": "1"}, headers=admin)
+    assert short.status_code == 422
+    login = await client.post("/auth/token", json=body)
+    assert login.status_code == 200
+
+
+async def test_cors_is_off_unless_origins_are_configured(
+    client: Client, settings: Settings
+) -> None:
+    preflight = {"Origin": "https://app.example.com", "Access-Control-Request-Method": "GET"}
+    response = await client.options("/models", headers=preflight)
+    assert "access-control-allow-origin" not in response.headers
+    allowed = settings.model_copy(update={"cors_allowed_origins": ["https://app.example.com"]})
+    async with AsyncTestClient(app=create_app(allowed, runners=None)) as cors_client:
+        response = await cors_client.options("/models", headers=preflight)
+        assert response.headers["access-control-allow-origin"] == "https://app.example.com"
