@@ -31,6 +31,7 @@ OPTIONS = (
     "max_batch_delay_ms",
     "max_concurrency",
     "request_timeout",
+    "spin_wait",
     "max_body_bytes",
     "shutdown_grace_seconds",
     "keepalive_seconds",
@@ -39,9 +40,9 @@ OPTIONS = (
 USAGE = (
     "usage: python -m serving MODEL [MODEL...] [--name NAME] [--host HOST] [--port PORT] "
     "[--threads N] [--max-batch-size N] [--max-batch-delay-ms MS] [--max-concurrency N] "
-    "[--request-timeout S] [--max-body-bytes SIZE] [--model-dir DIR] [--model-version V] "
-    "[--model-format onnx] [--shutdown-grace-seconds S] [--keepalive-seconds S] "
-    "[--log-level LEVEL]\n\nMODEL is a .onnx file, a folder, an s3:// gs:// az:// file:// URI, or "
+    "[--request-timeout S] [--spin-wait BOOL] [--max-body-bytes SIZE] [--model-dir DIR] "
+    "[--model-version V] [--model-format onnx] [--shutdown-grace-seconds S] "
+    "[--keepalive-seconds S] [--log-level LEVEL]\n\nMODEL is a .onnx file, a folder, an s3:// gs:// az:// file:// URI, or "
     "NAME=SOURCE. Each option can also come from its AIDEPLOY_SERVE_* variable (see "
     "serving/config.py; MODEL is AIDEPLOY_SERVE_MODEL_URI, the port also PORT)."
 )

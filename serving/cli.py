@@ -59,6 +59,12 @@ def serve_command(
         float | None,
         typer.Option(help="Seconds before an inference answers 504 (0 = no limit).", min=0),
     ] = None,
+    spin_wait: Annotated[
+        bool | None,
+        typer.Option(
+            "--spin-wait/--no-spin-wait", help="Let onnxruntime's idle threads spin (default: no)."
+        ),
+    ] = None,
     max_body_bytes: Annotated[
         str | None, typer.Option(help="Largest request body, e.g. 64MiB.")
     ] = None,
@@ -88,6 +94,7 @@ def serve_command(
         "max_batch_delay_ms": max_batch_delay_ms,
         "max_concurrency": max_concurrency,
         "request_timeout": request_timeout,
+        "spin_wait": spin_wait,
         "max_body_bytes": max_body_bytes,
         "model_dir": model_dir,
         "model_version": model_version,

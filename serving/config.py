@@ -35,6 +35,10 @@ where a flag wins over its variable:
     ``Retry-After`` so the platform's load balancer retries elsewhere (default 0 = no limit).
 ``AIDEPLOY_SERVE_REQUEST_TIMEOUT`` (``--request-timeout``)
     Seconds an inference may take before the client gets 504 (default 0 = no limit).
+``AIDEPLOY_SERVE_SPIN_WAIT`` (``--spin-wait true``)
+    Let onnxruntime's idle threads spin between operators (default false: they sleep). Spinning
+    gains a little latency on dedicated cores and loses much more on shared or quota-limited
+    ones, and costs CPU time that serverless platforms bill.
 ``AIDEPLOY_SERVE_MAX_BODY_BYTES`` (``--max-body-bytes``)
     Largest request body accepted, larger ones get 413 (default ``64MiB``; ``10MB`` notation).
 ``AIDEPLOY_SERVE_SHUTDOWN_GRACE_SECONDS``
@@ -99,6 +103,7 @@ class ServeConfig:
     max_batch_delay_ms: float = 2.0
     max_concurrency: int = 0
     request_timeout: float = 0.0
+    spin_wait: bool = False
     max_body_bytes: int = 64 * 2**20
     model_dir: Path = Path("~/.cache/aideploy/models")
     shutdown_grace_seconds: float = 25.0
@@ -180,6 +185,7 @@ def load_config(
             raise ConfigError(f"{spelled}: expected {low:g}..{high:g}, got {number:g}")
         return number
 
+    spin, spin_where = raw("spin_wait")
     body, body_where = raw("max_body_bytes")
     level, level_where = raw("log_level")
     host, host_where = raw("host")
@@ -202,6 +208,7 @@ def load_config(
         max_batch_delay_ms=decimal("max_batch_delay_ms", 2.0, 0.0, 10_000.0),
         max_concurrency=integer("max_concurrency", 0, 0, 1_000_000),
         request_timeout=decimal("request_timeout", 0.0, 0.0, 86_400.0),
+        spin_wait=False if spin is None else _flag(spin, spin_where),
         max_body_bytes=64 * 2**20 if body is None else parse_byte_size(str(body), body_where),
         model_dir=Path(str(model_dir) if model_dir else "~/.cache/aideploy/models").expanduser(),
         shutdown_grace_seconds=decimal("shutdown_grace_seconds", 25.0, 0.0, 3600.0),
@@ -294,6 +301,15 @@ def _parent_name(source: str) -> str | None:
     """For ``.../encoder/model.onnx`` the folder says more than the file: ``encoder``."""
     parts = [part for part in source.split("://", 1)[-1].split("/") if part]
     return parts[-2] if len(parts) >= 2 and _MODEL_NAME.match(parts[-2]) else None
+
+
+def _flag(value: object, where: str) -> bool:
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{where}: expected true or false, got {value!r}")
 
 
 def _text(value: object, where: str) -> str:

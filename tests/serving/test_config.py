@@ -17,6 +17,8 @@ def test_defaults_with_only_a_model() -> None:
     assert config.threads == available_cpus()
     assert config.max_body_bytes == 64 * 2**20
     assert config.model_dir == Path("~/.cache/aideploy/models").expanduser()
+    assert config.spin_wait is False
+    assert load_config({"model": ["/m.onnx"], "spin_wait": "on"}, environ={}).spin_wait is True
 
 
 def test_the_deployment_contract_variables() -> None:
@@ -92,6 +94,11 @@ def test_several_models_named_or_by_stem() -> None:
             "--max-body-bytes: expected at least 1KiB",
         ),
         ({"model": ["/m.onnx"], "host": " "}, {}, "--host: must not be empty"),
+        (
+            {"model": ["/m.onnx"]},
+            {"AIDEPLOY_SERVE_SPIN_WAIT": "maybe"},
+            "AIDEPLOY_SERVE_SPIN_WAIT: expected true or false",
+        ),
     ],
 )
 def test_bad_values_name_the_flag_or_variable(

@@ -246,7 +246,7 @@ async def test_ready_only_once_loaded_and_the_first_request_waits_for_the_model(
         )
         await asyncio.sleep(0.05)
         assert not waiting.done()
-        app.add_model(load_model(config.models[0], config.model_dir, threads=1, batch_rows=1))
+        app.add_model(load_model(config.models[0], config))
         response = await waiting
         assert response.status == 200
         assert json.loads(response.body)["outputs"][0]["data"] == [1, 2, 3, 4]
@@ -341,7 +341,7 @@ def test_non_tensor_outputs_are_left_out_and_unservable_inputs_refused(tmp_path:
     from onnx import TensorProto, helper
 
     from aideploy.errors import NotSupportedError
-    from serving.config import ModelSpec
+    from serving.config import load_config
     from serving.model import load_model
     from tests.serving.support import save_model
 
@@ -363,9 +363,8 @@ def test_non_tensor_outputs_are_left_out_and_unservable_inputs_refused(tmp_path:
             ),
         ],
     )
-    model = load_model(
-        ModelSpec("mixed", str(save_model(mixed, tmp_path / "mixed.onnx"))), tmp_path, 1, 1
-    )
+    config = load_config({"model": [str(save_model(mixed, tmp_path / "mixed.onnx"))], "threads": 1})
+    model = load_model(config.models[0], config)
     assert list(model.outputs) == ["y"]
     bf16 = helper.make_graph(
         [helper.make_node("Identity", ["b"], ["c"])],
@@ -373,7 +372,8 @@ def test_non_tensor_outputs_are_left_out_and_unservable_inputs_refused(tmp_path:
         [helper.make_tensor_value_info("b", TensorProto.BFLOAT16, [2])],
         [helper.make_tensor_value_info("c", TensorProto.BFLOAT16, [2])],
     )
+    config = load_config({"model": [str(save_model(bf16, tmp_path / "bf16.onnx"))]})
     with pytest.raises(
         NotSupportedError, match=r"input 'b' has type tensor\(bfloat16\), which is not served"
     ):
-        load_model(ModelSpec("bf16", str(save_model(bf16, tmp_path / "bf16.onnx"))), tmp_path, 1, 1)
+        load_model(config.models[0], config)
