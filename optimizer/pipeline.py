@@ -143,25 +143,6 @@ class OptimizationResult(BaseModel):
     notes: list[str]
     cached: bool = False
 
-    def seed_metadata(self) -> dict[str, Any]:
-        """The extra facts the API keeps in ``OptimizedModel.metadata``."""
-        return self.model_dump(
-            mode="json",
-            include={
-                "precision",
-                "accuracy_metric",
-                "targets_met",
-                "unmet_targets",
-                "original_size_bytes",
-                "optimized_size_bytes",
-                "original_latency",
-                "optimized_latency",
-                "threads",
-                "batch_sizes",
-                "notes",
-            },
-        )
-
 
 @dataclass
 class _Candidate:
