@@ -115,6 +115,10 @@ class DeploymentArgs(TypedDict):
     """Labels (Kubernetes) or tags (clouds) added to every resource."""
     public_endpoint: NotRequired[bool]
     """Let unauthenticated clients reach the endpoint (default false: cloud IAM or in-cluster only)."""
+    usage_url: NotRequired[pulumi.Input[str]]
+    """Where the runtime reports its usage (the platform API's POST /deployments/{id}/usage)."""
+    usage_token: NotRequired[pulumi.Input[str]]
+    """The deployment-scoped token for usage_url (kept a Pulumi secret)."""
 
 
 @dataclass(frozen=True)
@@ -131,6 +135,8 @@ class DeploymentSpec:
     hibernated: bool
     labels: dict[str, str]
     public_endpoint: bool
+    usage_url: pulumi.Input[str] | None = None
+    usage_token: pulumi.Input[str] | None = None
 
 
 MODEL_URI_SCHEMES: dict[Cloud, tuple[str, ...]] = {
@@ -237,6 +243,8 @@ def resolve_spec(resource_name: str, args: DeploymentArgs) -> tuple[DeploymentSp
         hibernated=bool(args.get("hibernated", False)),
         labels=labels,
         public_endpoint=bool(args.get("public_endpoint", False)),
+        usage_url=args.get("usage_url"),
+        usage_token=args.get("usage_token"),
     )
     if spec.cost.on_demand_base_instances > spec.scaling.max_instances:
         raise InputError(

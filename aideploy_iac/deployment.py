@@ -63,6 +63,8 @@ _TARGET_ARGS: dict[str, TargetKind] = {
     "model_storage_account_id": TargetKind.AZURE_CONTAINER_APPS,
 }
 _COMMON_ARGS = (
+    "usage_url",
+    "usage_token",
     "model_uri",
     "image",
     "model_format",

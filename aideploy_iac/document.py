@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from aideploy.errors import InputError
 from aideploy.schema import DeploymentCreate, Framework, field_errors
@@ -52,6 +52,10 @@ class DeploymentDocument(DeploymentCreate):
     hibernated: bool = False
     public_endpoint: bool = False
     options: TargetOptions = Field(default_factory=TargetOptions)
+    usage_url: str | None = None
+    """Where the runtime reports its usage; set by the platform API for its deployments."""
+    usage_token: SecretStr | None = None
+    """The deployment-scoped token for ``usage_url`` (set by the platform API)."""
 
 
 def model_deployment_args(
@@ -82,6 +86,9 @@ def model_deployment_args(
         "public_endpoint": document.public_endpoint,
         **document.options.model_dump(exclude_none=True),
     }
+    if document.usage_url is not None and document.usage_token is not None:
+        args["usage_url"] = document.usage_url
+        args["usage_token"] = document.usage_token.get_secret_value()
     if document.target is not None:
         args["target"] = document.target.model_dump(exclude_none=True)
     return args  # type: ignore[return-value]

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pulumi
+
 from aideploy_iac.args import DeploymentSpec
 from aideploy_iac.policies import requests_per_instance
 
@@ -29,8 +31,14 @@ MODEL_DIR = "/models"
 
 
 def runtime_environment(spec: DeploymentSpec) -> dict[str, Any]:
-    """The runtime's settings; values may be ``pulumi.Input`` (the model URI)."""
-    return {
+    """The runtime's settings; values may be ``pulumi.Input`` (the model URI, the usage token)."""
+    usage: dict[str, Any] = {}
+    if spec.usage_url is not None and spec.usage_token is not None:
+        usage = {
+            "AIDEPLOY_SERVE_USAGE_URL": spec.usage_url,
+            "AIDEPLOY_SERVE_USAGE_TOKEN": pulumi.Output.secret(spec.usage_token),
+        }
+    return usage | {
         "PORT": str(SERVING_PORT),
         "AIDEPLOY_SERVE_MODEL_NAME": spec.name,
         "AIDEPLOY_SERVE_MODEL_URI": spec.model_uri,
