@@ -9,10 +9,16 @@ import logging
 import anyio.to_thread
 from sqlalchemy import delete
 
-from aideploy.schema import DeploymentStatus, ModelType
+from aideploy.schema import Cloud, DeploymentStatus, ModelType
 from api.context import ApiContext
 from api.db.tables import DeploymentEventRow, DeploymentRow, JobRow
-from api.deployments.service import Operation, artifact_location, to_deployment
+from api.deployments.service import (
+    Operation,
+    artifact_location,
+    stack_name_for,
+    to_deployment,
+)
+from api.errors import ApiError
 from api.jobs.queue import JobKind, register_handler
 from api.runners.base import DeploymentPlan, RunnerEvent
 
@@ -87,11 +93,12 @@ class DeploymentJobHandler:
                 return  # deleted meanwhile
             deployment = to_deployment(row)
             runtime = dict(row.runtime)
+            stack_name = str(runtime.get("stack_name") or stack_name_for(row))
             try:
                 location = await artifact_location(
                     session, row.owner_id, row.model_id, ModelType(row.model_type)
                 )
-            except Exception:
+            except ApiError:
                 if operation is not Operation.DELETE:
                     raise
                 location = ""  # the model may be gone; destroying needs no artifact
@@ -100,14 +107,17 @@ class DeploymentJobHandler:
             operation is Operation.UPDATE and previous == S.HIBERNATED.value
         )
         runner = context.runners.for_target(deployment.target)
+        serves_here = deployment.target is not None and deployment.target.cloud is Cloud.LOCAL
         local_path = (
-            await anyio.to_thread.run_sync(context.store.local_path, location) if location else None
+            await anyio.to_thread.run_sync(context.store.local_path, location)
+            if serves_here and location and operation is not Operation.DELETE
+            else None
         )
         plan = DeploymentPlan(
             deployment=deployment,
-            stack_name=str(runtime.get("stack_name") or f"{deployment.name}-{deployment.id[:8]}"),
+            stack_name=stack_name,
             artifact_uri=location,
-            artifact_path=local_path or context.settings.data_dir,
+            artifact_path=local_path,
             hibernated=hibernated,
             runtime=runtime,
         )

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from aideploy.errors import AideployError
 from api.db.tables import JobRow
+from api.errors import ApiError
 
 if TYPE_CHECKING:
     from api.context import ApiContext
@@ -74,6 +75,8 @@ def reason_for(exc: BaseException) -> str:
     """What a failed job tells its owner: a user error's own line, else the error type."""
     if isinstance(exc, AideployError):
         return str(exc)
+    if isinstance(exc, ApiError):
+        return exc.detail
     return f"internal error ({type(exc).__name__}: {exc}); the server log has the details"
 
 
@@ -92,7 +95,7 @@ async def run_job(context: ApiContext, job_id: str) -> None:
         log.info("job %s (%s) interrupted; it resumes at the next start-up", job.id, job.kind)
         raise
     except Exception as exc:
-        if not isinstance(exc, AideployError):
+        if not isinstance(exc, AideployError | ApiError):
             log.exception("job %s (%s) failed", job.id, job.kind)
         await _finish(context, job, JobStatus.FAILED, reason_for(exc))
         await handler.fail(context, job, reason_for(exc))

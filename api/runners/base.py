@@ -41,8 +41,9 @@ class DeploymentPlan:
     stack_name: str
     artifact_uri: str
     """Where the model artifact lives in the artifact store (a path or an object-store URL)."""
-    artifact_path: Path
-    """A local copy of the artifact, for runners that serve it on this host."""
+    artifact_path: Path | None
+    """A local copy of the artifact, for the local target (``None`` for the clouds, which read
+    ``artifact_uri`` themselves, and for deletions)."""
     hibernated: bool = False
     """Desired: scaled to zero (hibernated) rather than serving."""
     runtime: dict[str, Any] = field(default_factory=dict)

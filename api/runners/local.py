@@ -227,6 +227,8 @@ class LocalRunner:
     async def _servable_model(self, plan: DeploymentPlan, on_event: EventSink) -> Path:
         """The serving runtime loads ONNX: a PyTorch artifact is converted once and cached."""
         path = plan.artifact_path
+        if path is None:
+            raise LocalDeploymentError(f"the model artifact {plan.artifact_uri!r} is not available")
         if path.is_dir() or path.suffix == ".onnx":
             return path
         from optimizer import to_onnx
