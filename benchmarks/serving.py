@@ -87,6 +87,10 @@ class Latency:
         )
 
 
+RAW_VARIANTS = {"default": True, "no spin": False}
+"""onnxruntime as it comes (idle threads spin) and with the server's default (they sleep)."""
+
+
 @dataclass
 class ModelResult:
     name: str
@@ -95,7 +99,7 @@ class ModelResult:
     server_cold_s: float
     floor_parts_s: dict[str, float]
     server_parts_s: dict[str, float]
-    raw: Latency
+    raw: dict[str, Latency]
     server: dict[str, Latency] = field(default_factory=dict)
     raw_rss_mb: float = 0.0
     server_rss_mb: float = 0.0
@@ -104,11 +108,19 @@ class ModelResult:
     def cold_ratio(self) -> float:
         return self.server_cold_s / self.floor_cold_s
 
+    @property
+    def best_raw_p50_ms(self) -> float:
+        return min(latency.p50_ms for latency in self.raw.values())
+
+    @property
+    def best_raw_throughput(self) -> float:
+        return max(latency.throughput for latency in self.raw.values())
+
 
 # --- helpers run in their own processes -----------------------------------------------------
 
 
-def raw_loop(model: str, inputs: str, threads: int) -> None:
+def raw_loop(model: str, inputs: str, threads: int, spin: bool) -> None:
     """onnxruntime in-process, one request after another: the floor the server is held to.
 
     Serves measurement windows on request: each line on stdin is a number of seconds, each
@@ -120,6 +132,8 @@ def raw_loop(model: str, inputs: str, threads: int) -> None:
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
     feeds = dict(np.load(inputs))
     for _ in range(5):
@@ -358,33 +372,49 @@ LEVELS: tuple[tuple[str, bool, int, tuple[str, ...]], ...] = (
 )
 
 
-def steady_state(
-    name: str, model: Path, inputs: Path, binary: bytes, as_json: bytes, seconds: float, rounds: int
-) -> tuple[Latency, float, dict[str, Latency], float]:
-    """Each server level and the raw loop measured in alternating windows, ``rounds`` times,
-    so a neighbour's load on the shared CPU hits both sides alike; medians per level. Memory
-    is read after the plain server's levels (the batching server runs separately)."""
-    raw_process = subprocess.Popen(
-        [sys.executable, __file__, "raw", str(model), str(inputs)],
-        cwd=ROOT,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    commands, answers = raw_process.stdin, raw_process.stdout
-    assert commands is not None
-    assert answers is not None
-    raw_windows: list[Latency] = []
-    raw_rss = 0.0
+class RawProcess:
+    """onnxruntime in its own process (see :func:`raw_loop`), measured window by window."""
 
-    def raw_window() -> None:
-        nonlocal raw_rss
+    def __init__(self, model: Path, inputs: Path, spin: bool) -> None:
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "raw",
+                str(model),
+                str(inputs),
+                "spin" if spin else "no-spin",
+            ],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.windows: list[Latency] = []
+        self.rss_mb = 0.0
+
+    def measure(self, seconds: float) -> None:
+        commands, answers = self.process.stdin, self.process.stdout
+        assert commands is not None
+        assert answers is not None
         commands.write(f"{seconds}\n")
         commands.flush()
         answer = json.loads(answers.readline())
-        raw_windows.append(Latency(**answer["latency"]))
-        raw_rss = float(answer["rss_mb"])
+        self.windows.append(Latency(**answer["latency"]))
+        self.rss_mb = float(answer["rss_mb"])
 
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait()
+
+
+def steady_state(
+    name: str, model: Path, inputs: Path, binary: bytes, as_json: bytes, seconds: float, rounds: int
+) -> tuple[dict[str, Latency], float, dict[str, Latency], float]:
+    """Each server level and the raw loops measured in alternating windows, ``rounds`` times,
+    so a neighbour's load on the shared CPU hits all sides alike; medians per level. Memory
+    is read after the plain server's levels (the batching server runs separately)."""
+    raws = {label: RawProcess(model, inputs, spin) for label, spin in RAW_VARIANTS.items()}
     windows: dict[str, list[Latency]] = {label: [] for label, *_ in LEVELS}
     server_rss = 0.0
     try:
@@ -403,7 +433,8 @@ def steady_state(
                             console.print(
                                 f"[dim]{name}: {label}, round {round_number + 1}/{rounds}[/]"
                             )
-                            raw_window()
+                            for raw in raws.values():
+                                raw.measure(seconds)
                             result = run_helper(
                                 "load", str(port), str(request_file), str(concurrency), str(seconds)
                             )
@@ -414,11 +445,11 @@ def steady_state(
                     server.terminate()
                     server.wait()
     finally:
-        raw_process.terminate()
-        raw_process.wait()
+        for raw in raws.values():
+            raw.stop()
     return (
-        _median(raw_windows),
-        raw_rss,
+        {label: _median(raw.windows) for label, raw in raws.items()},
+        raws["default"].rss_mb,
         {label: _median(found) for label, found in windows.items()},
         server_rss,
     )
@@ -448,15 +479,15 @@ def bars(results: list[ModelResult]) -> list[dict[str, Any]]:
             },
             {
                 "model": result.name,
-                "bar": "c=1 p50 within 0.5 ms of raw",
-                "value": f"{c1.p50_ms - result.raw.p50_ms:+.2f} ms",
-                "met": c1.p50_ms - result.raw.p50_ms <= 0.5,
+                "bar": "c=1 p50 within 0.5 ms of raw (best variant)",
+                "value": f"{c1.p50_ms - result.best_raw_p50_ms:+.2f} ms",
+                "met": c1.p50_ms - result.best_raw_p50_ms <= 0.5,
             },
             {
                 "model": result.name,
-                "bar": "c=8 throughput >= 95% of raw",
-                "value": f"{100 * c8.throughput / result.raw.throughput:.1f}%",
-                "met": c8.throughput >= 0.95 * result.raw.throughput,
+                "bar": "c=8 throughput >= 95% of raw (best variant)",
+                "value": f"{100 * c8.throughput / result.best_raw_throughput:.1f}%",
+                "met": c8.throughput >= 0.95 * result.best_raw_throughput,
             },
             {
                 "model": result.name,
@@ -499,26 +530,19 @@ def print_tables(results: list[ModelResult], checks: list[dict[str, Any]]) -> No
     steady = Table(
         title=f"Latency and throughput over loopback ({THREADS} threads, seq {SEQUENCE}, batch 1)"
     )
-    for column in ("model", "client", "p50 ms", "p99 ms", "req/s", "vs raw req/s", "errors"):
+    for column in ("model", "client", "p50 ms", "p99 ms", "req/s", "vs best raw req/s", "errors"):
         steady.add_column(column, justify="right" if column not in ("model", "client") else "left")
     for r in results:
-        steady.add_row(
-            r.name,
-            "raw onnxruntime, in-process loop",
-            f"{r.raw.p50_ms:.2f}",
-            f"{r.raw.p99_ms:.2f}",
-            f"{r.raw.throughput:.1f}",
-            "100%",
-            "-",
-        )
-        for label, latency in r.server.items():
+        rows = [(f"raw onnxruntime loop, {label}", latency) for label, latency in r.raw.items()]
+        rows += [(f"server {label}", latency) for label, latency in r.server.items()]
+        for index, (client, latency) in enumerate(rows):
             steady.add_row(
-                "",
-                f"server {label}",
+                r.name if index == 0 else "",
+                client,
                 f"{latency.p50_ms:.2f}",
                 f"{latency.p99_ms:.2f}",
                 f"{latency.throughput:.1f}",
-                f"{100 * latency.throughput / r.raw.throughput:.1f}%",
+                f"{100 * latency.throughput / r.best_raw_throughput:.1f}%",
                 str(latency.errors),
             )
         steady.add_row(
@@ -613,7 +637,7 @@ def main() -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "raw":
-        raw_loop(sys.argv[2], sys.argv[3], THREADS)
+        raw_loop(sys.argv[2], sys.argv[3], THREADS, spin=sys.argv[4] == "spin")
     elif len(sys.argv) > 1 and sys.argv[1] == "load":
         port, request_file, concurrency, seconds = sys.argv[2:6]
         work = load_generator(
