@@ -29,13 +29,13 @@ from api.context import ApiContext
 from api.db.engine import Database
 from api.dependencies import dependencies
 from api.deployments.controllers import DeploymentController
-from api.deployments.jobs import hibernate_idle
+from api.deployments.jobs import DeploymentJobHandler, hibernate_idle
 from api.deployments.service import restore_local_deployments
 from api.errors import exception_handlers
-from api.jobs.queue import job_queue_for, recover_jobs
+from api.jobs.queue import JobKind, job_queue_for, recover_jobs, register_handler
 from api.models.controllers import ModelController
 from api.optimizations.controllers import OptimizationController
-from api.optimizations.jobs import optimization_jobs
+from api.optimizations.jobs import OptimizationJobHandler
 from api.runners.base import RunnerSet
 from api.security import add_security_headers
 from api.storage import open_artifact_store
@@ -65,6 +65,8 @@ def default_runners(settings: Settings) -> RunnerSet:
 def create_app(settings: Settings | None = None, *, runners: RunnerSet | None = None) -> Litestar:
     """The API. ``runners`` replaces the engines (tests inject the mock-engine runner)."""
     settings = settings or load_settings()
+    register_handler(JobKind.OPTIMIZE, OptimizationJobHandler())
+    register_handler(JobKind.DEPLOY, DeploymentJobHandler())
     database = Database(settings.effective_database_url)
     context = ApiContext(
         settings=settings,
@@ -81,7 +83,6 @@ def create_app(settings: Settings | None = None, *, runners: RunnerSet | None = 
         await database.migrate()
         async with database.session() as session:
             await bootstrap_admin(session, settings)
-        optimization_jobs.shutting_down.clear()
         await context.jobs.start(context)
         await context.runners.start(lambda deployment_id: hibernate_idle(context, deployment_id))
         await recover_jobs(context)
@@ -89,7 +90,7 @@ def create_app(settings: Settings | None = None, *, runners: RunnerSet | None = 
         try:
             yield
         finally:
-            optimization_jobs.shutting_down.set()
+            context.stopping.set()
             await context.jobs.stop()
             await context.runners.close()
             await database.dispose()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from aideploy.settings import Settings
@@ -23,6 +24,9 @@ class ApiContext:
     login_limiter: LoginRateLimiter
     jobs: JobQueue
     runners: RunnerSet
+    stopping: threading.Event = field(default_factory=threading.Event)
+    """Set at shutdown: blocking work (the optimizer) stops at its next checkpoint, and the
+    interrupted job resumes at the next start-up."""
 
     @property
     def staging_dir(self) -> Path:

@@ -29,7 +29,7 @@ from litestar.status_codes import (
 from litestar.types import ExceptionHandlersMap
 from pydantic import BaseModel, ValidationError
 
-from aideploy.errors import AideployError, InputError, NotSupportedError
+from aideploy.errors import AideployError, InputError
 from aideploy.schema import FieldError, field_errors
 
 __all__ = [
@@ -132,9 +132,8 @@ def _api_error(_: Request[Any, Any, Any], exc: ApiError) -> Response[ErrorBody]:
 
 
 def _user_error(_: Request[Any, Any, Any], exc: AideployError) -> Response[ErrorBody]:
+    """Invalid input is 422; a valid request for something unsupported is 400."""
     status = HTTP_422_UNPROCESSABLE_ENTITY if isinstance(exc, InputError) else HTTP_400_BAD_REQUEST
-    if isinstance(exc, NotSupportedError):
-        status = HTTP_400_BAD_REQUEST
     return _respond(status, str(exc))
 
 

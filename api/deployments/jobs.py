@@ -19,7 +19,6 @@ from api.deployments.service import (
     to_deployment,
 )
 from api.errors import ApiError
-from api.jobs.queue import JobKind, register_handler
 from api.runners.base import DeploymentPlan, RunnerEvent
 
 log = logging.getLogger("aideploy.api.deployments")
@@ -178,7 +177,3 @@ async def hibernate_idle(context: ApiContext, deployment_id: str) -> None:
                 data={},
             )
         )
-
-
-deployment_jobs = DeploymentJobHandler()
-register_handler(JobKind.DEPLOY, deployment_jobs)

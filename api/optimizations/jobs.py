@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import threading
 import time
 from functools import partial
 from typing import Any
@@ -16,7 +15,6 @@ import anyio.to_thread
 from aideploy.schema import OptimizationRequest, OptimizationStatus
 from api.context import ApiContext
 from api.db.tables import JobRow, ModelRow, OptimizedModelRow
-from api.jobs.queue import JobKind, register_handler
 from api.models.service import model_key
 
 log = logging.getLogger("aideploy.api.optimizations")
@@ -25,10 +23,6 @@ _PROGRESS_EVERY_SECONDS = 1.0
 
 
 class OptimizationJobHandler:
-    def __init__(self) -> None:
-        self.shutting_down = threading.Event()
-        """Set at shutdown: the optimizer stops at its next checkpoint; the job resumes later."""
-
     async def run(self, context: ApiContext, job: JobRow) -> None:
         from optimizer import optimize
 
@@ -63,7 +57,7 @@ class OptimizationJobHandler:
                 request,
                 work_dir,
                 progress=progress,
-                cancel=self.shutting_down,
+                cancel=context.stopping,
             )
         )
         artifact = result.artifact.resolve()
@@ -110,7 +104,3 @@ async def _record_progress(context: ApiContext, optimized_id: str, event: Any) -
                 **stored.metadata_,
                 "progress": {"step": event.step, "total": event.total, "message": event.message},
             }
-
-
-optimization_jobs = OptimizationJobHandler()
-register_handler(JobKind.OPTIMIZE, optimization_jobs)
