@@ -132,6 +132,8 @@ class ModelDeployment(pulumi.ComponentResource):
     """Whether the deployment scales to zero when idle."""
     effective_hibernation_idle_timeout: pulumi.Output[int | None]
     """Seconds without requests before scaling to zero; unset where the target decides."""
+    effective_multi_cloud_enabled: pulumi.Output[bool]
+    """Whether multi-cloud placement chose the target (only without an explicit target)."""
     hibernated: pulumi.Output[bool]
     """Whether the deployment is hibernated (no instances)."""
     warnings: pulumi.Output[list[str]]
@@ -247,6 +249,7 @@ class ModelDeployment(pulumi.ComponentResource):
             "effective_on_demand_base_instances": effective.on_demand_base_instances,
             "effective_hibernation_enabled": effective.hibernation_enabled,
             "effective_hibernation_idle_timeout": effective.hibernation_idle_timeout,
+            "effective_multi_cloud_enabled": self._placement is not None,
             "hibernated": effective.hibernated,
             "warnings": self.warnings,
             "placement_choice": None,

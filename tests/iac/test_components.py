@@ -252,6 +252,7 @@ def test_multi_cloud_placement_picks_the_cheapest_place(synth_deployment: Synth)
     spec, _ = resolve_spec("sentiment", args)  # type: ignore[arg-type]
     decision = choose_placement(load_catalog(), spec, DeploymentType.SERVERLESS)
     outputs = _outputs(result)
+    assert outputs["effective_multi_cloud_enabled"] is True
     assert outputs["placement_choice"] == decision.choice.place
     assert outputs["placement_estimated_monthly_cost"] == decision.choice.total
     assert decision.runner_up is not None
@@ -267,6 +268,7 @@ def test_explicit_target_with_multi_cloud_warns(synth_deployment: Synth) -> None
         deployment_args("gcp", cost_optimization_policy={"multi_cloud_enabled": True})
     )
     assert any("multi_cloud_enabled: ignored" in w for w in _outputs(result)["warnings"])
+    assert _outputs(result)["effective_multi_cloud_enabled"] is False
 
 
 def test_arguments_of_another_target_warn(synth_deployment: Synth) -> None:
