@@ -16,6 +16,7 @@ from litestar.exceptions import (
     NotAuthorizedException,
     ValidationException,
 )
+from litestar.openapi import ResponseSpec
 from litestar.status_codes import (
     HTTP_400_BAD_REQUEST,
     HTTP_404_NOT_FOUND,
@@ -41,6 +42,7 @@ __all__ = [
     "PayloadTooLargeError",
     "ServiceUnavailableError",
     "TooManyRequestsError",
+    "documented_errors",
     "exception_handlers",
 ]
 
@@ -111,6 +113,30 @@ class TooManyRequestsError(ApiError):
 
 class ServiceUnavailableError(ApiError):
     status_code = HTTP_503_SERVICE_UNAVAILABLE
+
+
+_DESCRIPTIONS = {
+    400: "The request is malformed (not JSON, not multipart, wrong parameter type).",
+    401: "Missing, invalid or expired bearer token, or wrong credentials.",
+    403: "Authenticated, but not allowed.",
+    404: "No such resource among the caller's own.",
+    409: "Conflicts with the resource's state (an operation running, in use, a taken name).",
+    413: "The upload is larger than max_upload_bytes.",
+    422: "A field does not fit; ``errors`` names each one.",
+    429: "Too many failed logins; retry after the Retry-After seconds.",
+    503: "A dependency is missing or failing (the Pulumi CLI, the model checker).",
+}
+
+
+def documented_errors(*status_codes: int) -> dict[int, ResponseSpec]:
+    """OpenAPI entries for the errors a route answers, all with :class:`ErrorBody`."""
+    codes = sorted({400, *status_codes})
+    return {
+        code: ResponseSpec(
+            data_container=ErrorBody, description=_DESCRIPTIONS[code], generate_examples=False
+        )
+        for code in codes
+    }
 
 
 def _respond(

@@ -12,7 +12,7 @@ from api.auth.middleware import CurrentUser
 from api.auth.schemas import User, UserCreate
 from api.auth.service import UserExistsError, authenticate, create_user
 from api.context import ApiContext
-from api.errors import ConflictError, TooManyRequestsError
+from api.errors import ConflictError, TooManyRequestsError, documented_errors
 
 
 class AuthController(Controller):
@@ -21,6 +21,7 @@ class AuthController(Controller):
 
     @post(
         "/token",
+        responses=documented_errors(401, 422, 429),
         operation_id="CreateToken",
         exclude_from_auth=True,
         status_code=200,
@@ -49,7 +50,12 @@ class AuthController(Controller):
         token, claims = context.signer.sign(user.id)
         return AccessToken(token=token, expires_at=claims.expires_at)
 
-    @post("/users", operation_id="CreateUser", status_code=201)
+    @post(
+        "/users",
+        operation_id="CreateUser",
+        responses=documented_errors(401, 403, 409, 422),
+        status_code=201,
+    )
     async def create_user(
         self, data: UserCreate, db_session: AsyncSession, current_user: CurrentUser
     ) -> User:

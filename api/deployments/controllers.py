@@ -18,6 +18,7 @@ from api.db.tables import DeploymentEventRow, DeploymentRow
 from api.deployments import service
 from api.deployments.schemas import DeploymentEvent
 from api.deployments.service import BUSY, Operation
+from api.errors import documented_errors
 
 Limit = Annotated[int, Parameter(ge=1, le=1000, description="Page size (extension).")]
 Offset = Annotated[int, Parameter(ge=0, description="Rows to skip (extension).")]
@@ -39,7 +40,7 @@ class DeploymentController(Controller):
     path = "/deployments"
     tags = ["deployments"]
 
-    @get(operation_id="ListDeployments")
+    @get(operation_id="ListDeployments", responses=documented_errors(401, 422))
     async def list_deployments(
         self,
         db_session: AsyncSession,
@@ -53,7 +54,9 @@ class DeploymentController(Controller):
         )
         return [service.to_deployment(row) for row in rows]
 
-    @get("/{deployment_id:str}", operation_id="GetDeployment")
+    @get(
+        "/{deployment_id:str}", operation_id="GetDeployment", responses=documented_errors(401, 404)
+    )
     async def get_deployment(
         self, deployment_id: str, db_session: AsyncSession, current_user: CurrentUser
     ) -> Deployment:
@@ -61,7 +64,11 @@ class DeploymentController(Controller):
         row = await service.get_deployment(db_session, current_user.id, deployment_id)
         return service.to_deployment(row)
 
-    @post(operation_id="CreateDeployment", status_code=202)
+    @post(
+        operation_id="CreateDeployment",
+        responses=documented_errors(401, 409, 422, 503),
+        status_code=202,
+    )
     async def create_deployment(
         self,
         data: DeploymentCreate,
@@ -74,7 +81,12 @@ class DeploymentController(Controller):
         row = await service.create_deployment(db_session, context, current_user.id, data)
         return service.to_deployment(row)
 
-    @put("/{deployment_id:str}", operation_id="UpdateDeployment", status_code=202)
+    @put(
+        "/{deployment_id:str}",
+        operation_id="UpdateDeployment",
+        responses=documented_errors(401, 404, 409, 422, 503),
+        status_code=202,
+    )
     async def update_deployment(
         self,
         deployment_id: str,
@@ -92,7 +104,12 @@ class DeploymentController(Controller):
         )
         return service.to_deployment(row)
 
-    @delete("/{deployment_id:str}", operation_id="DeleteDeployment", status_code=202)
+    @delete(
+        "/{deployment_id:str}",
+        operation_id="DeleteDeployment",
+        responses=documented_errors(401, 404, 409),
+        status_code=202,
+    )
     async def delete_deployment(
         self,
         deployment_id: str,
@@ -106,7 +123,12 @@ class DeploymentController(Controller):
         )
         return Message(message=f"Deployment {deployment_id} is being deleted")
 
-    @post("/{deployment_id:str}/hibernate", operation_id="HibernateDeployment", status_code=202)
+    @post(
+        "/{deployment_id:str}/hibernate",
+        operation_id="HibernateDeployment",
+        responses=documented_errors(401, 404, 409, 503),
+        status_code=202,
+    )
     async def hibernate_deployment(
         self,
         deployment_id: str,
@@ -120,7 +142,12 @@ class DeploymentController(Controller):
         )
         return Message(message=f"Deployment {deployment_id} is hibernating")
 
-    @post("/{deployment_id:str}/activate", operation_id="ActivateDeployment", status_code=202)
+    @post(
+        "/{deployment_id:str}/activate",
+        operation_id="ActivateDeployment",
+        responses=documented_errors(401, 404, 409, 503),
+        status_code=202,
+    )
     async def activate_deployment(
         self,
         deployment_id: str,
@@ -137,6 +164,7 @@ class DeploymentController(Controller):
     @get(
         "/{deployment_id:str}/events",
         operation_id="ListDeploymentEvents",
+        responses=documented_errors(401, 404),
         media_type="application/json",
     )
     async def list_events(

@@ -21,6 +21,7 @@ from aideploy.schema import Framework, Message, Model, ModelUploadResponse
 from api.auth.middleware import CurrentUser
 from api.context import ApiContext
 from api.db.tables import new_id
+from api.errors import documented_errors
 from api.models import service
 from api.models.upload import receive_model_upload
 
@@ -55,7 +56,7 @@ class ModelController(Controller):
     path = "/models"
     tags = ["models"]
 
-    @get(operation_id="ListModels")
+    @get(operation_id="ListModels", responses=documented_errors(401, 422))
     async def list_models(
         self,
         db_session: AsyncSession,
@@ -67,7 +68,7 @@ class ModelController(Controller):
         rows = await service.list_models(db_session, current_user.id, limit=limit, offset=offset)
         return [service.to_model(row) for row in rows]
 
-    @get("/{model_id:str}", operation_id="GetModel")
+    @get("/{model_id:str}", operation_id="GetModel", responses=documented_errors(401, 404))
     async def get_model(
         self, model_id: str, db_session: AsyncSession, current_user: CurrentUser
     ) -> Model:
@@ -76,6 +77,7 @@ class ModelController(Controller):
 
     @post(
         operation_id="UploadModel",
+        responses=documented_errors(401, 413, 422, 503),
         request_max_body_size=None,
         status_code=201,
         operation_class=_UploadOperation,
@@ -105,7 +107,12 @@ class ModelController(Controller):
             created_at=row.created_at,
         )
 
-    @delete("/{model_id:str}", operation_id="DeleteModel", status_code=200)
+    @delete(
+        "/{model_id:str}",
+        operation_id="DeleteModel",
+        responses=documented_errors(401, 404, 409),
+        status_code=200,
+    )
     async def delete_model(
         self,
         model_id: str,

@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from aideploy.schema import OptimizationJob, OptimizationRequest, OptimizedModel
 from api.auth.middleware import CurrentUser
 from api.context import ApiContext
+from api.errors import documented_errors
 from api.optimizations import service
 
 
@@ -15,7 +16,12 @@ class OptimizationController(Controller):
     path = "/models/{model_id:str}"
     tags = ["optimizations"]
 
-    @post("/optimize", operation_id="OptimizeModel", status_code=202)
+    @post(
+        "/optimize",
+        operation_id="OptimizeModel",
+        responses=documented_errors(401, 404, 422),
+        status_code=202,
+    )
     async def optimize_model(
         self,
         model_id: str,
@@ -29,7 +35,7 @@ class OptimizationController(Controller):
         row = await service.start_optimization(db_session, context, current_user.id, model_id, data)
         return service.to_job(row)
 
-    @get("/optimized", operation_id="ListOptimizedModels")
+    @get("/optimized", operation_id="ListOptimizedModels", responses=documented_errors(401, 404))
     async def list_optimized(
         self, model_id: str, db_session: AsyncSession, current_user: CurrentUser
     ) -> list[OptimizedModel]:

@@ -7,6 +7,7 @@ import logging
 import shutil
 import time
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import anyio.from_thread
@@ -60,8 +61,7 @@ class OptimizationJobHandler:
                 cancel=context.stopping,
             )
         )
-        artifact = result.artifact.resolve()
-        relative = artifact.relative_to(work_dir.resolve()).as_posix()
+        relative = _relative(result.artifact, work_dir)
         key = f"{model_key(row.original_model_id)}/optimized/{row.id}"
         location = await anyio.to_thread.run_sync(context.store.put, work_dir, key)
         unmet = list(result.unmet_targets)
@@ -77,12 +77,11 @@ class OptimizationJobHandler:
             stored.accuracy_change_percentage = result.accuracy_change_percentage
             stored.metadata_ = {
                 **stored.metadata_,
-                "precision": getattr(result, "precision", None)
-                or stored.metadata_.get("precision"),
+                "precision": result.precision or stored.metadata_.get("precision"),
                 "accuracy_metric": result.accuracy_metric,
                 "targets_met": result.targets_met,
                 "unmet_targets": unmet,
-                "report_path": f"{location}/{result.report.resolve().relative_to(work_dir.resolve()).as_posix()}",
+                "report_path": f"{location}/{_relative(result.report, work_dir)}",
             }
             stored.status_reason = (
                 None if result.targets_met else "targets not met: " + "; ".join(unmet)
@@ -94,6 +93,11 @@ class OptimizationJobHandler:
             if row is not None:
                 row.status = OptimizationStatus.FAILED.value
                 row.status_reason = reason
+
+
+def _relative(path: Path, folder: Path) -> str:
+    """Where ``path`` sits in ``folder``, which the store keeps as one unit."""
+    return path.resolve().relative_to(folder.resolve()).as_posix()
 
 
 async def _record_progress(context: ApiContext, optimized_id: str, event: Any) -> None:
