@@ -38,7 +38,14 @@ def build_digits_model(path: Path) -> tuple[Path, Any, Any]:
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
-    from sklearn.datasets import load_digits
+
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise DemoError(
+            "the demo trains its sample model on scikit-learn's digits: pip install scikit-learn "
+            "(make demo installs it)"
+        ) from None
 
     digits = load_digits()
     images = (digits.data / 16.0).astype(np.float32)
