@@ -92,7 +92,7 @@ class InferenceApp:
 
         async def run(inputs: Arrays, outputs: list[str]) -> list[np.ndarray[Any, Any]]:
             first = next(iter(inputs.values()))
-            stats.batch_rows.observe(first.shape[0] if first.ndim else 1)
+            stats.batch_rows.observe(first.shape[0] if model.batchable else 1)
             return await loop.run_in_executor(self.executor, model.run, inputs, outputs)
 
         if model.batchable and self.config.max_batch_size > 1:

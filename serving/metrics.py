@@ -74,7 +74,8 @@ class ModelStats:
     latency: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS))
     """Seconds from the request's last byte received to its response being ready."""
     batch_rows: Histogram = field(default_factory=lambda: Histogram(BATCH_BUCKETS))
-    """Rows per ``session.run``: above 1 when adaptive batching merged requests."""
+    """Rows per ``session.run`` (1 for models without a batch axis): above a request's own
+    rows when adaptive batching merged requests."""
 
     def record(self, status: int, seconds: float) -> None:
         self.requests += 1
