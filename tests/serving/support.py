@@ -153,12 +153,13 @@ def start_server(
     env: dict[str, str] | None = None,
     wait_ready: bool = True,
     command: list[str] | None = None,
+    cwd: Path = ROOT,
 ) -> Server:
     """Start the server on a free port (``--port 0``) and wait until it listens (and is ready)."""
     base = command or [sys.executable, "-m", "serving"]
     process = subprocess.Popen(
         [*base, *args],
-        cwd=ROOT,
+        cwd=cwd,
         env=serving_env(env),
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,

@@ -4,11 +4,23 @@ the entry points themselves are exercised in ``test_lifecycle.py``.)"""
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
+import shutil
+import subprocess
+import sys
 import tomllib
+from pathlib import Path
 
-from tests.serving.support import ROOT
+from tests.serving.support import (
+    ROOT,
+    build_scale,
+    infer_body,
+    scale_input,
+    serving_env,
+    start_server,
+)
 
 DOCKERFILE = (ROOT / "serving" / "Dockerfile").read_text()
 
@@ -70,3 +82,70 @@ def test_requirements_pin_exactly_the_serving_extra() -> None:
     ]
     assert all("==" in line for line in lines)
     assert {line.split("==")[0].lower() for line in lines} == wanted
+
+
+def test_the_image_layout_serves_and_passes_its_health_check(tmp_path: Path) -> None:
+    """Only what the Dockerfile copies into /app (less what the ignore file drops), run the way
+    the image runs it: configured by its ENV lines plus a model variable, from that folder."""
+    app = tmp_path / "app"
+    ignored = [
+        line.removeprefix("**/")
+        for line in (ROOT / "serving" / "Dockerfile.dockerignore").read_text().splitlines()
+        if (line and line[0] not in "#!*") or line.startswith("**/")
+    ]
+    for copy in _instructions("COPY"):
+        *sources, destination = copy.split()
+        if copy.startswith("--from=") or not destination.rstrip("/").endswith(
+            ("aideploy", "serving")
+        ):
+            continue
+        for source in sources:
+            files = (
+                [ROOT / source] if (ROOT / source).is_file() else sorted((ROOT / source).rglob("*"))
+            )
+            for file in files:
+                relative = file.relative_to(ROOT).as_posix()
+                dropped = any(
+                    fnmatch.fnmatch(relative, pattern) or pattern in relative.split("/")
+                    for pattern in ignored
+                )
+                if file.is_file() and not dropped:
+                    (app / relative).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(file, app / relative)
+    assert not (app / "serving" / "cli.py").exists()
+    where = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import aideploy, serving; print(aideploy.__file__, serving.__file__)",
+        ],
+        cwd=app,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert all(Path(path).is_relative_to(app) for path in where.stdout.split())  # not the checkout
+    environment = dict(re.findall(r"(\w+)=(\S+)", " ".join(_instructions("ENV"))))
+    environment.update(
+        AIDEPLOY_SERVE_MODEL_URI=str(build_scale(tmp_path / "model.onnx")),
+        AIDEPLOY_SERVE_MODEL_NAME="clf",
+        AIDEPLOY_SERVE_MODEL_DIR=str(tmp_path / "models"),
+        PORT="0",
+    )
+    server = start_server(env=environment, cwd=app)
+    try:
+        status, document = server.json(
+            "POST", "/v2/models/clf/infer", infer_body(scale_input([[1, 1, 1, 1]]))
+        )
+        assert status == 200
+        assert document["outputs"][0]["data"] == [1, 2, 3, 4]
+        probe = subprocess.run(
+            [sys.executable, "-m", "serving.healthcheck"],
+            cwd=app,
+            env=serving_env({**environment, "PORT": str(server.port)}),
+            capture_output=True,
+            timeout=30,
+        )
+        assert probe.returncode == 0, probe.stderr
+    finally:
+        assert server.stop() == 0
