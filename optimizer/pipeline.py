@@ -78,7 +78,7 @@ REPORT_NAME = "report.json"
 DEFAULT_MAX_ACCURACY_DROP = 1.0
 """``auto`` without ``max_accuracy_drop`` loses at most this many points of the metric."""
 DEFAULT_SPARSITY = 0.5
-_CACHE_VERSION = "2"
+_CACHE_VERSION = "3"
 _SENSITIVITY_SAMPLES = 16
 _REFINE_GOAL_PP = 0.5
 """Without a floor, auto still spends size-neutral precision on sensitive layers down to this."""
@@ -418,10 +418,11 @@ def _plan(context: _Context) -> list[_Candidate]:
     if method is OptimizationMethod.PRUNING:
         sparsity = DEFAULT_SPARSITY if options.sparsity is None else options.sparsity
         passes: list[Pass[Any]] = [StructuredPruning(StructuredPruningConfig(sparsity=sparsity))]
-        if options.then_quantize:
-            passes.extend(_int8_for(context).passes)
+        if not options.then_quantize:
+            return [_Candidate(f"pruned-{sparsity:g}", None, passes)]
+        int8 = _int8_for(context)
         return [
-            _Candidate(f"pruned-{sparsity:g}", "int8" if options.then_quantize else None, passes)
+            _Candidate(f"pruned-{sparsity:g}+{int8.name}", int8.precision, [*passes, *int8.passes])
         ]
     return _auto_candidates(context)
 
@@ -443,11 +444,12 @@ def _auto_candidates(context: _Context) -> list[_Candidate]:
 
         if find_groups(onnx.load(str(context.base), load_external_data=False)):
             pruning = StructuredPruning(StructuredPruningConfig(sparsity=options.sparsity))
+            int8 = _int8_for(context)
             candidates.append(
                 _Candidate(
-                    f"pruned-{options.sparsity:g}+int8",
-                    "int8",
-                    [pruning, *_int8_for(context).passes],
+                    f"pruned-{options.sparsity:g}+{int8.name}",
+                    int8.precision,
+                    [pruning, *int8.passes],
                 )
             )
     candidates.append(_Candidate("fp32-graph", None, []))

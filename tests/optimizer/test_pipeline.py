@@ -94,7 +94,8 @@ def test_pruning_then_quantize(cnn_onnx: Path, cnn_data: Path, tmp_path: Path) -
     result = optimize(
         cnn_onnx, _request("pruning", sparsity=0.5, then_quantize=True), tmp_path, data=cnn_data
     )
-    assert result.precision == "int8"
+    assert result.precision == "int8-static"  # convolutions get QDQ, never ConvInteger
+    assert result.candidates[0].name == "pruned-0.5+int8-static"
     assert any("structured pruning removed" in note for note in result.notes)
 
 
