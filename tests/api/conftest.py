@@ -10,12 +10,14 @@ from typing import Any
 
 import onnx
 import pytest
+from argon2 import PasswordHasher
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from onnx import TensorProto, helper
 
 from aideploy.settings import ENV_PREFIX, Settings
 from api.app import create_app
+from api.auth import service as auth_service
 from api.auth.service import create_user
 from api.context import ApiContext
 from api.db.engine import Database
@@ -35,6 +37,14 @@ def _postgres_admin_url() -> str:
     import os
 
     return os.environ.get(f"{ENV_PREFIX}TEST_POSTGRES_URL", POSTGRES_ADMIN_URL)
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Still argon2, with the smallest cost parameters: the suite hashes hundreds of times."""
+    monkeypatch.setattr(
+        auth_service, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    )
 
 
 @pytest.fixture(scope="session")
