@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import tempfile
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -133,7 +134,9 @@ def _atomic_export(export: Any, target: Path) -> None:
     with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
         partial = Path(scratch) / target.name
         try:
-            with contextlib.redirect_stdout(io.StringIO()):  # keeps --json output clean
+            # The exporters print progress and deprecation chatter; keep --json output clean.
+            with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
                 export(partial)
         except Exception as exc:
             first_line = (
