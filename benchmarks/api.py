@@ -116,7 +116,7 @@ def api_process(data_dir: Path, database_url: str | None) -> Iterator[tuple[str,
 
 def seed_rows(database_url: str, count: int) -> None:
     """``count`` models and deployments owned by the benchmark user, inserted in bulk."""
-    from sqlalchemy import insert, select
+    from sqlalchemy import insert, select, text
 
     from aideploy.schema import DeploymentCreate, Target, utc_now
     from api.db.engine import Database
@@ -159,6 +159,9 @@ def seed_rows(database_url: str, count: int) -> None:
                     await session.execute(
                         insert(DeploymentRow), deployments[offset : offset + 1000]
                     )
+            async with database.engine.begin() as connection:
+                # Statistics, as autovacuum/ANALYZE keep them on a live database.
+                await connection.execute(text("ANALYZE"))
         finally:
             await database.dispose()
 

@@ -47,7 +47,7 @@ class UserRow(_Timestamps, Base):
 
 class ModelRow(_Timestamps, Base):
     __tablename__ = "models"
-    __table_args__ = (Index("ix_models_owner_created", "owner_id", "created_at"),)
+    __table_args__ = (Index("ix_models_owner_created_id", "owner_id", "created_at", "id"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     owner_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
@@ -83,7 +83,7 @@ class DeploymentRow(_Timestamps, Base):
     __tablename__ = "deployments"
     __table_args__ = (
         UniqueConstraint("owner_id", "name", name="uq_deployments_owner_name"),
-        Index("ix_deployments_owner_created", "owner_id", "created_at"),
+        Index("ix_deployments_owner_created_id", "owner_id", "created_at", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
