@@ -25,7 +25,14 @@ from api.analytics.forecast import forecast_usage
 from api.analytics.performance import PerformanceThresholds, analyze_performance
 from api.analytics.records import DeploymentFacts, UsageSample, Window
 from api.analytics.schemas import UsageReceipt, UsageReport
-from api.analytics.store import RollupScheduler, load_facts, load_samples, record_usage
+from api.analytics.store import (
+    RollupScheduler,
+    load_facts,
+    load_samples,
+    load_threshold_minutes,
+    minute_detail_since,
+    record_usage,
+)
 from api.analytics.suggestions import suggest
 from api.analytics.tokens import verify_usage_token
 from api.auth.middleware import CurrentUser
@@ -119,7 +126,10 @@ class AnalyticsController(Controller):
         """Requests, latency and errors, with threshold and statistical anomalies."""
         window = _window(start_time, end_time, DEFAULT_DAYS)
         facts, samples = await _usage(db_session, current_user.id, window)
-        return analyze_performance(facts, samples, window, thresholds(context.settings))
+        limits = thresholds(context.settings)
+        detail = await load_threshold_minutes(db_session, list(facts), window, limits)
+        since = await minute_detail_since(db_session, list(facts))
+        return analyze_performance(facts, samples, window, limits, detail, since)
 
     @get("/forecast", operation_id="AnalyticsForecast")
     async def forecast(

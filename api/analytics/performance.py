@@ -35,6 +35,7 @@ from api.analytics.records import (
     UsageSample,
     Window,
     by_deployment,
+    floor_hour,
     latency_percentile,
     merge,
     to_hourly,
@@ -201,9 +202,27 @@ def _statistical_flags(hourly: Sequence[UsageSample], limits: PerformanceThresho
     return flags
 
 
-def find_anomalies(samples: Sequence[UsageSample], limits: PerformanceThresholds) -> list[Anomaly]:
-    """One deployment's threshold and statistical anomalies, oldest first."""
-    flags = _threshold_flags(samples, limits) + _statistical_flags(to_hourly(samples), limits)
+def find_anomalies(
+    samples: Sequence[UsageSample],
+    limits: PerformanceThresholds,
+    detail: Sequence[UsageSample] = (),
+    detail_since: datetime | None = None,
+) -> list[Anomaly]:
+    """One deployment's threshold and statistical anomalies, oldest first.
+
+    ``detail`` holds finer (minute) samples from ``detail_since`` on: there thresholds are
+    judged on them instead of on ``samples``.
+    """
+    coarse = (
+        samples
+        if detail_since is None
+        else [sample for sample in samples if sample.start < floor_hour(detail_since)]
+    )
+    flags = (
+        _threshold_flags(coarse, limits)
+        + _threshold_flags(detail, limits)
+        + _statistical_flags(to_hourly(samples), limits)
+    )
     return _episodes(flags)
 
 
@@ -270,8 +289,11 @@ def analyze_performance(
     samples: Sequence[UsageSample],
     window: Window,
     limits: PerformanceThresholds,
+    detail: Sequence[UsageSample] = (),
+    detail_since: datetime | None = None,
 ) -> PerformanceAnalysis:
-    """``GET /analytics/performance``: one owner's deployments and their samples in ``window``."""
+    """``GET /analytics/performance``: one owner's deployments and their samples in ``window``
+    (with finer ``detail`` samples from ``detail_since`` on, see :func:`find_anomalies`)."""
     grouped = by_deployment(
         sample
         for sample in samples
@@ -283,8 +305,11 @@ def analyze_performance(
         by_type.setdefault(item.type.value, []).extend(grouped.get(key, []))
     everything = [sample for parts in grouped.values() for sample in parts]
     overall = stats_of(everything)
+    fine = by_deployment(sample for sample in detail if sample.deployment_id in facts)
     anomalies = {
-        key: found for key in facts if (found := find_anomalies(grouped.get(key, []), limits))
+        key: found
+        for key in facts
+        if (found := find_anomalies(grouped.get(key, []), limits, fine.get(key, []), detail_since))
     }
     return PerformanceAnalysis(
         timestamp=window.end,

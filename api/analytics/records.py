@@ -104,7 +104,9 @@ def to_hourly(samples: Iterable[UsageSample]) -> list[UsageSample]:
     for sample in samples:
         groups.setdefault((sample.deployment_id, floor_hour(sample.start)), []).append(sample)
     return [
-        merge(deployment_id, hour, 3600, parts)
+        parts[0]
+        if len(parts) == 1 and parts[0].start == hour and parts[0].seconds == 3600
+        else merge(deployment_id, hour, 3600, parts)
         for (deployment_id, hour), parts in sorted(groups.items(), key=lambda item: item[0][1])
     ]
 

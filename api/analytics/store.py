@@ -10,15 +10,16 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, tuple_
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aideploy.schema import ModelType, utc_now
+from api.analytics.performance import PerformanceThresholds
 from api.analytics.records import DeploymentFacts, UsageSample, Window, floor_hour, merge
 from api.analytics.schemas import UsageReceipt, UsageReport
-from api.analytics.tables import USAGE_COLUMNS, UsageHourRow, UsageMinuteRow, usage_values
+from api.analytics.tables import USAGE_COLUMNS, UsageHourRow, UsageMinuteRow
 from api.db.engine import Database
 from api.db.tables import DeploymentRow, ModelRow, OptimizedModelRow
 from api.deployments.service import to_deployment
@@ -27,6 +28,8 @@ __all__ = [
     "RollupScheduler",
     "load_facts",
     "load_samples",
+    "load_threshold_minutes",
+    "minute_detail_since",
     "record_usage",
     "roll_up",
 ]
@@ -70,7 +73,8 @@ async def record_usage(
     now: datetime,
     retention: timedelta,
 ) -> UsageReceipt:
-    """Store a report's minutes, replacing earlier copies of the same instance's minutes."""
+    """Store a report's minutes (replacing earlier copies of the same instance's minutes) and
+    bring the hours they fall in up to date."""
     cutoff = retention_cutoff(now, retention)
     rows = [
         {
@@ -84,63 +88,62 @@ async def record_usage(
     ]
     if rows:
         await _upsert(session, UsageMinuteRow, ("deployment_id", "instance_id", "minute"), rows)
+        await _refresh_hours(session, deployment_id, {floor_hour(row["minute"]) for row in rows})
     return UsageReceipt(accepted=len(rows), skipped=len(report.minutes) - len(rows))
 
 
-def _sample(row: UsageMinuteRow | UsageHourRow, start: datetime, seconds: int) -> UsageSample:
-    values = usage_values(row)
-    values["latency_buckets"] = tuple(values["latency_buckets"] or ())
-    return UsageSample(deployment_id=row.deployment_id, start=start, seconds=seconds, **values)
+_MINUTE_COLUMNS = [getattr(UsageMinuteRow, name) for name in USAGE_COLUMNS]
+_HOUR_COLUMNS = [getattr(UsageHourRow, name) for name in USAGE_COLUMNS]
+
+
+def _sample(
+    deployment_id: str, start: datetime, seconds: int, values: Sequence[Any]
+) -> UsageSample:
+    """A sample from a row's usage columns, in :data:`USAGE_COLUMNS` order."""
+    fields = dict(zip(USAGE_COLUMNS, values, strict=True))
+    fields["latency_buckets"] = tuple(fields["latency_buckets"] or ())
+    return UsageSample(deployment_id=deployment_id, start=start, seconds=seconds, **fields)
 
 
 def _row_values(sample: UsageSample) -> dict[str, Any]:
     return {
-        "requests": sample.requests,
-        "errors": sample.errors,
-        "latency_ms_sum": sample.latency_ms_sum,
-        "latency_buckets": list(sample.latency_buckets),
-        "instance_seconds": sample.instance_seconds,
-        "cpu_seconds": sample.cpu_seconds,
-        "memory_byte_seconds": sample.memory_byte_seconds,
-        "memory_peak_bytes": sample.memory_peak_bytes,
-        "bytes_out": sample.bytes_out,
+        name: list(sample.latency_buckets) if name == "latency_buckets" else getattr(sample, name)
+        for name in USAGE_COLUMNS
     }
 
 
-async def roll_up(session: AsyncSession, *, now: datetime, retention: timedelta) -> int:
-    """Merge minutes older than the retention into hourly rows and delete them; returns how
-    many minute rows were rolled up. A late minute of an hour already rolled up is added to it."""
-    cutoff = retention_cutoff(now, retention)
-    minutes = list(
-        await session.scalars(select(UsageMinuteRow).where(UsageMinuteRow.minute < cutoff))
-    )
-    if not minutes:
-        return 0
-    groups: dict[tuple[str, datetime], list[UsageSample]] = {}
-    for row in minutes:
-        groups.setdefault((row.deployment_id, floor_hour(row.minute)), []).append(
-            _sample(row, row.minute, 60)
-        )
-    existing = await session.scalars(
-        select(UsageHourRow).where(
-            tuple_(UsageHourRow.deployment_id, UsageHourRow.hour).in_(list(groups))
+async def _refresh_hours(session: AsyncSession, deployment_id: str, hours: set[datetime]) -> None:
+    """Recompute these hours of the deployment from all instances' minutes (idempotent)."""
+    found = await session.execute(
+        select(UsageMinuteRow.minute, *_MINUTE_COLUMNS).where(
+            UsageMinuteRow.deployment_id == deployment_id,
+            UsageMinuteRow.minute >= min(hours),
+            UsageMinuteRow.minute < max(hours) + timedelta(hours=1),
         )
     )
-    for hour_row in existing:
-        groups[(hour_row.deployment_id, hour_row.hour)].append(
-            _sample(hour_row, hour_row.hour, 3600)
-        )
-    hours = [
+    parts: dict[datetime, list[UsageSample]] = {}
+    for minute, *values in found.tuples():
+        hour = floor_hour(minute)
+        if hour in hours:
+            parts.setdefault(hour, []).append(_sample(deployment_id, minute, 60, values))
+    rows = [
         {
             "deployment_id": deployment_id,
             "hour": hour,
-            **_row_values(merge(deployment_id, hour, 3600, parts)),
+            **_row_values(merge(deployment_id, hour, 3600, items)),
         }
-        for (deployment_id, hour), parts in groups.items()
+        for hour, items in parts.items()
     ]
-    await _upsert(session, UsageHourRow, ("deployment_id", "hour"), hours)
-    await session.execute(delete(UsageMinuteRow).where(UsageMinuteRow.minute < cutoff))
-    return len(minutes)
+    await _upsert(session, UsageHourRow, ("deployment_id", "hour"), rows)
+
+
+async def roll_up(session: AsyncSession, *, now: datetime, retention: timedelta) -> int:
+    """Delete minutes older than the retention (their hours are kept up to date on every report,
+    so nothing is lost); returns how many minute rows were removed."""
+    result = await session.execute(
+        delete(UsageMinuteRow).where(UsageMinuteRow.minute < retention_cutoff(now, retention))
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 class RollupScheduler:
@@ -162,7 +165,7 @@ class RollupScheduler:
             async with database.session() as session:
                 count = await roll_up(session, now=utc_now(), retention=retention)
             if count:
-                log.info("rolled %d usage minute(s) up into hours", count)
+                log.info("removed %d usage minute(s) past the retention", count)
         except Exception:
             log.exception("usage roll-up failed; it is retried later")
 
@@ -211,29 +214,78 @@ async def load_facts(session: AsyncSession, owner_id: str) -> dict[str, Deployme
 async def load_samples(
     session: AsyncSession, deployment_ids: Sequence[str], window: Window
 ) -> list[UsageSample]:
-    """Hourly rows and not-yet-rolled-up minutes of these deployments inside ``window``."""
+    """The hourly usage of these deployments inside ``window``."""
     if not deployment_ids:
         return []
-    hours = await session.scalars(
-        select(UsageHourRow).where(
+    found = await session.execute(
+        select(UsageHourRow.deployment_id, UsageHourRow.hour, *_HOUR_COLUMNS).where(
             UsageHourRow.deployment_id.in_(deployment_ids),
             UsageHourRow.hour >= window.start,
             UsageHourRow.hour < window.end,
         )
     )
-    minutes = await session.scalars(
-        select(UsageMinuteRow).where(
+    return [
+        _sample(deployment_id, hour, 3600, values)
+        for deployment_id, hour, *values in found.tuples()
+    ]
+
+
+async def load_threshold_minutes(
+    session: AsyncSession,
+    deployment_ids: Sequence[str],
+    window: Window,
+    limits: PerformanceThresholds,
+) -> list[UsageSample]:
+    """Only the minutes (all instances together) that break a threshold: the database filters,
+    so a week of minutes of many deployments never travels to Python."""
+    if not deployment_ids:
+        return []
+    requests = func.sum(UsageMinuteRow.requests)
+    found = await session.execute(
+        select(
+            UsageMinuteRow.deployment_id,
+            UsageMinuteRow.minute,
+            requests,
+            func.sum(UsageMinuteRow.errors),
+            func.sum(UsageMinuteRow.latency_ms_sum),
+        )
+        .where(
             UsageMinuteRow.deployment_id.in_(deployment_ids),
             UsageMinuteRow.minute >= window.start,
             UsageMinuteRow.minute < window.end,
         )
-    )
-    per_minute: dict[tuple[str, datetime], list[UsageSample]] = {}
-    for row in minutes:  # one sample per minute, all instances together
-        per_minute.setdefault((row.deployment_id, row.minute), []).append(
-            _sample(row, row.minute, 60)
+        .group_by(UsageMinuteRow.deployment_id, UsageMinuteRow.minute)
+        .having(
+            requests >= limits.min_requests,
+            or_(
+                func.sum(UsageMinuteRow.errors) * 100.0 > requests * limits.error_rate_percent,
+                func.sum(UsageMinuteRow.latency_ms_sum) > requests * limits.latency_ms,
+            ),
         )
-    return [_sample(row, row.hour, 3600) for row in hours] + [
-        merge(deployment_id, minute, 60, parts)
-        for (deployment_id, minute), parts in per_minute.items()
+    )
+    return [
+        UsageSample(
+            deployment_id=deployment_id,
+            start=minute,
+            seconds=60,
+            requests=int(count),
+            errors=int(errors),
+            latency_ms_sum=float(latency),
+        )
+        for deployment_id, minute, count, errors, latency in found.tuples()
     ]
+
+
+async def minute_detail_since(
+    session: AsyncSession, deployment_ids: Sequence[str]
+) -> datetime | None:
+    """The oldest minute still kept for these deployments: from there on, thresholds are judged
+    per minute; before it, per hour."""
+    if not deployment_ids:
+        return None
+    oldest: datetime | None = await session.scalar(
+        select(func.min(UsageMinuteRow.minute)).where(
+            UsageMinuteRow.deployment_id.in_(deployment_ids)
+        )
+    )
+    return oldest

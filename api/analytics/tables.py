@@ -1,16 +1,15 @@
-"""The usage tables: per-minute rows as instances report them, hourly rows after the roll-up.
+"""The usage tables: per-minute rows as instances report them, and hourly rows.
 
 A minute row is one instance's complete tally of one minute, keyed by (deployment, instance,
 minute), so a report that is sent again (the reporter retries after a lost response) replaces
-instead of counting twice. Minutes older than the retention are merged into hourly rows (all
-instances together) and deleted; an hour is either still in minutes or already in hours, never
-both, so a range query adds the two without double counting.
+instead of counting twice. Every report recomputes the hours it touched from all instances'
+minutes, so the hourly rows are always current and are what analyses read; minutes are kept for
+the retention period only, to judge thresholds minute by minute, and then deleted (the roll-up).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
@@ -63,7 +62,3 @@ class UsageHourRow(_UsageColumns, Base):
         ForeignKey("deployments.id", ondelete="CASCADE"), primary_key=True
     )
     hour: Mapped[datetime] = mapped_column(primary_key=True)
-
-
-def usage_values(row: _UsageColumns) -> dict[str, Any]:
-    return {name: getattr(row, name) for name in USAGE_COLUMNS}

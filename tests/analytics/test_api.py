@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from sqlalchemy import func, select
@@ -58,14 +59,16 @@ async def _deployment(context: ApiContext, username: str, name: str) -> str:
     return row.id
 
 
-def _minute(start: datetime, requests: int = 60, errors: int = 0) -> dict[str, Any]:
+def _minute(
+    start: datetime, requests: int = 60, errors: int = 0, latency_ms: float = 40.0
+) -> dict[str, Any]:
     buckets = [0] * (len(LATENCY_BOUNDS_MS) + 1)
-    buckets[6] = requests  # 25-50 ms
+    buckets[6 if latency_ms <= 50 else 11] = requests
     return {
         "start": start.isoformat(),
         "requests": requests,
         "errors": errors,
-        "latency_ms_sum": 40.0 * requests,
+        "latency_ms_sum": latency_ms * requests,
         "latency_buckets": buckets,
         "instance_seconds": 60,
         "cpu_seconds": 30,
@@ -119,7 +122,10 @@ async def test_analytics_are_per_owner_and_reports_are_idempotent(
 ) -> None:
     deployment = await _deployment(context, "alice", "mine")
     await _deployment(context, "bob", "theirs")
-    minutes = [_minute(start) for start in _recent_minutes(30)]
+    starts = _recent_minutes(30)
+    minutes = [
+        _minute(start, latency_ms=1_500.0 if k == 12 else 40.0) for k, start in enumerate(starts)
+    ]
     for _ in range(2):  # sent twice (a retry): stored once
         response = await client.post(
             f"/deployments/{deployment}/usage",
@@ -129,7 +135,12 @@ async def test_analytics_are_per_owner_and_reports_are_idempotent(
         assert response.json()["accepted"] == 30
     performance = (await client.get("/analytics/performance", headers=alice)).json()
     assert performance["total_requests"] == 30 * 60
-    assert performance["performance_by_deployment"][deployment]["avg_latency"] == 40.0
+    mean = (29 * 40.0 + 1_500.0) / 30
+    stats = performance["performance_by_deployment"][deployment]
+    assert stats["avg_latency"] == pytest.approx(mean, abs=1e-3)
+    [slow] = performance["anomalies"][deployment]  # judged per minute, not per hour
+    assert slow["type"] == "high_latency"
+    assert datetime.fromisoformat(slow["timestamp"]) == starts[12]
     cost = (await client.get("/analytics/cost", headers=alice)).json()
     assert cost["cost_by_deployment"][deployment] > 0
     assert cost["priced_as"][deployment] == "aws/us-east-1"
@@ -180,7 +191,7 @@ async def test_roll_up_keeps_the_totals(context: ApiContext) -> None:
         left = await session.scalar(select(func.count()).select_from(UsageMinuteRow))
         after = await load_samples(session, [deployment], window)
         late = await record_usage(session, deployment, report, now=later, retention=retention)
-    assert (hours, left) == (2, 30)
+    assert (hours, left) == (3, 30)  # hours are kept current; only old minutes go
     assert sum(sample.requests for sample in after) == sum(s.requests for s in before) == 9000
     assert sum(sample.bytes_out for sample in after) == sum(s.bytes_out for s in before)
     assert late.skipped == 120  # minutes of hours already rolled up are too late
