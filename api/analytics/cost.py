@@ -253,6 +253,11 @@ def busy_fraction(facts: DeploymentFacts, samples: Sequence[UsageSample]) -> flo
     return _busy_seconds(usage, concurrency) / usage.instance_seconds
 
 
+def _place(facts: DeploymentFacts, options: PricingOptions) -> tuple[str, str]:
+    cloud, region = options.place(facts)
+    return cloud.value, region
+
+
 def _money(value: float) -> float:
     return round(value, 4)
 
@@ -385,12 +390,7 @@ def analyze_cost(
         catalog_version=options.catalog.version,
         start_time=window.start,
         end_time=window.end,
-        priced_as={
-            deployment_id: "/".join(
-                part.value if isinstance(part, Cloud) else part for part in options.place(item)
-            )
-            for deployment_id, item in facts.items()
-        },
+        priced_as={key: "/".join(_place(item, options)) for key, item in facts.items()},
         notes=[note for cost in costs.values() for note in cost.notes],
         cost_by_day=_cost_by_day(facts, grouped, window, options),
     )
