@@ -7,9 +7,10 @@ supervised child process on a localhost port.
 - With ``hibernation_enabled`` the supervisor reads the server's Prometheus counters; after
   ``hibernation_idle_timeout`` seconds without an inference request it stops the process and
   tells the API, which records the deployment as hibernated.
-- The server's intra-op threads come from ``resource_requirements.cpu`` within this host's CPUs.
-  One process serves each deployment: the serving runtime has no shared-port worker mode, so
-  ``max_instances`` above 1 is reported in the events rather than silently ignored.
+- Each instance gets ``resource_requirements.cpu`` intra-op threads, and as many instances run
+  as ``scaling_policy.max_instances`` asks and this host's CPUs fit. One instance listens on the
+  endpoint itself; several listen on private ports behind a small round-robin TCP proxy on the
+  endpoint (per connection, like a Kubernetes Service), run by this runner.
 """
 
 from __future__ import annotations
@@ -55,15 +56,69 @@ class _Served:
     deployment_id: str
     name: str
     port: int
-    command: list[str]
+    """The endpoint's port."""
+    commands: list[list[str]]
+    """One server command per instance."""
+    backend_ports: list[int]
+    """Where the instances listen: ``[port]`` for one, private ports behind the proxy for more."""
     environment: dict[str, str]
     log_path: Path
     idle_timeout: float | None
-    process: subprocess.Popen[bytes] | None = None
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    """Empty while stopped on purpose (hibernated)."""
+    proxy: asyncio.Server | None = None
     restarts: int = 0
     last_requests: float = -1.0
     last_traffic: float = field(default_factory=time.monotonic)
     last_metrics_check: float = 0.0
+
+    @property
+    def running(self) -> bool:
+        return bool(self.processes) and all(p.poll() is None for p in self.processes)
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Copy one direction of a proxied connection until EOF, then pass the EOF on."""
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
+    except OSError:
+        writer.close()
+
+
+class _RoundRobinProxy:
+    """Spreads connections over the instances' ports, skipping one that refuses."""
+
+    def __init__(self, ports: list[int]) -> None:
+        self._ports = ports
+        self._next = 0
+
+    async def handle(
+        self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter
+    ) -> None:
+        for _ in self._ports:
+            port = self._ports[self._next % len(self._ports)]
+            self._next += 1
+            try:
+                backend_reader, backend_writer = await asyncio.open_connection(_HOST, port)
+            except OSError:
+                continue
+            for writer in (client_writer, backend_writer):
+                connection = writer.get_extra_info("socket")
+                if connection is not None:
+                    connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            try:
+                await asyncio.gather(
+                    _pipe(client_reader, backend_writer), _pipe(backend_reader, client_writer)
+                )
+            finally:
+                backend_writer.close()
+                client_writer.close()
+            return
+        client_writer.close()
 
 
 def free_port() -> int:
@@ -147,29 +202,44 @@ class LocalRunner:
         async with self._lock(deployment.id):
             port = int(plan.runtime.get("port") or 0) or free_port()
             endpoint = f"http://{_HOST}:{port}"
-            current = self._served.get(deployment.id)
             if plan.hibernated:
+                current = self._served.get(deployment.id)
                 if current is not None:
                     await self._stop(current, on_event)
-                on_event(RunnerEvent("hibernated", "serving process stopped", {"port": port}))
+                on_event(RunnerEvent("hibernated", "servers stopped", {"port": port}))
                 return ApplyOutcome(endpoint=endpoint, runtime={"port": port})
             model = await self._servable_model(plan, on_event)
             threads = _threads_for(float(deployment.resource_requirements.cpu_cores))
-            command = [
-                sys.executable, "-m", "serving", str(model),
-                "--name", deployment.name,
-                "--host", _HOST,
-                "--port", str(port),
-                "--threads", str(threads),
-            ]  # fmt: skip
-            if deployment.scaling_policy.max_instances > 1:
+            wanted = deployment.scaling_policy.max_instances
+            instances = max(1, min(wanted, (os.cpu_count() or 1) // threads))
+            if instances < wanted:
                 on_event(
                     RunnerEvent(
                         "warning",
-                        f"max_instances {deployment.scaling_policy.max_instances}: the local "
-                        f"target runs one server process using {threads} thread(s)",
+                        f"max_instances {wanted}: this host's {os.cpu_count()} CPUs fit "
+                        f"{instances} instance(s) of cpu {deployment.resource_requirements.cpu}",
                     )
                 )
+            current = self._served.get(deployment.id)
+            backend_ports = (
+                [port]
+                if instances == 1
+                else (
+                    current.backend_ports
+                    if current is not None and len(current.backend_ports) == instances > 1
+                    else [free_port() for _ in range(instances)]
+                )
+            )
+            commands = [
+                [
+                    sys.executable, "-m", "serving", str(model),
+                    "--name", deployment.name,
+                    "--host", _HOST,
+                    "--port", str(backend_port),
+                    "--threads", str(threads),
+                ]
+                for backend_port in backend_ports
+            ]  # fmt: skip
             policy = deployment.cost_optimization_policy
             extra = dict(self._child_environment(deployment.id)) if self._child_environment else {}
             served = _Served(
@@ -177,20 +247,17 @@ class LocalRunner:
                 environment=child_process_environment(extra),
                 name=deployment.name,
                 port=port,
-                command=command,
+                commands=commands,
+                backend_ports=backend_ports,
                 log_path=self._logs / f"{deployment.id}.log",
                 idle_timeout=float(policy.hibernation_idle_timeout)
                 if policy.hibernation_enabled
                 else None,
             )
             if current is not None:
-                if (
-                    current.command == command
-                    and current.process
-                    and current.process.poll() is None
-                ):
+                if current.commands == commands and current.running:
                     current.idle_timeout = served.idle_timeout
-                    on_event(RunnerEvent("unchanged", "serving process already up to date"))
+                    on_event(RunnerEvent("unchanged", "servers already up to date"))
                     return ApplyOutcome(endpoint=endpoint, runtime={"port": port})
                 await self._stop(current, on_event)
             if not _port_is_free(port):
@@ -214,7 +281,7 @@ class LocalRunner:
         served = self._served.get(plan.deployment.id)
         if served is None:
             return "absent"
-        return "running" if served.process and served.process.poll() is None else "stopped"
+        return "running" if served.running else "stopped"
 
     async def close(self) -> None:
         if self._supervisor is not None:
@@ -242,68 +309,102 @@ class LocalRunner:
         return converted
 
     async def _launch(self, served: _Served, on_event: EventSink) -> None:
+        """Start every instance, wait until each is ready, then open the proxy if there are
+        several; on failure nothing is left running."""
         served.log_path.parent.mkdir(parents=True, exist_ok=True)
         on_event(
             RunnerEvent(
-                "starting", f"starting the server on port {served.port}", {"port": served.port}
+                "starting",
+                f"starting {len(served.commands)} server(s) for port {served.port}",
+                {"port": served.port, "instances": len(served.commands)},
             )
         )
         with served.log_path.open("ab") as log_file:
-            served.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-                served.command,
-                stdin=subprocess.DEVNULL,
-                env=served.environment,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            served.processes = [
+                subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                    command,
+                    stdin=subprocess.DEVNULL,
+                    env=served.environment,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+                for command in served.commands
+            ]
         served.last_traffic = time.monotonic()
         served.last_requests = -1.0
-        await self._wait_ready(served)
+        try:
+            for process, backend_port in zip(served.processes, served.backend_ports, strict=True):
+                await self._wait_ready(served, process, backend_port)
+            if len(served.backend_ports) > 1:
+                proxy = _RoundRobinProxy(served.backend_ports)
+                served.proxy = await asyncio.start_server(
+                    proxy.handle, _HOST, served.port, reuse_address=True
+                )
+        except BaseException:
+            self._terminate(served)
+            raise
         on_event(
             RunnerEvent(
                 "ready",
                 f"serving at http://{_HOST}:{served.port}",
-                {"pid": served.process.pid, "port": served.port},
+                {"pids": [process.pid for process in served.processes], "port": served.port},
             )
         )
 
-    async def _wait_ready(self, served: _Served) -> None:
-        assert served.process is not None
+    async def _wait_ready(
+        self, served: _Served, process: subprocess.Popen[bytes], port: int
+    ) -> None:
         deadline = time.monotonic() + _READY_TIMEOUT_SECONDS
-        url = f"http://{_HOST}:{served.port}/v2/health/ready"
+        url = f"http://{_HOST}:{port}/v2/health/ready"
         while time.monotonic() < deadline:
-            if served.process.poll() is not None:
+            if process.poll() is not None:
                 raise LocalDeploymentError(
-                    f"the server exited with code {served.process.returncode}: "
+                    f"the server exited with code {process.returncode}: "
                     f"{_last_log_line(served.log_path)}"
                 )
             status, _ = await anyio.to_thread.run_sync(_http_get, url, 1.0)
             if status == 200:
                 return
             await asyncio.sleep(0.1)
-        self._terminate(served)
         raise LocalDeploymentError(
             f"the server was not ready within {_READY_TIMEOUT_SECONDS:.0f} s: "
             f"{_last_log_line(served.log_path)}"
         )
 
     async def _stop(self, served: _Served, on_event: EventSink) -> None:
-        process, served.process = served.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            await anyio.to_thread.run_sync(process.wait, _STOP_GRACE_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            await anyio.to_thread.run_sync(process.wait)
-        on_event(RunnerEvent("stopped", "server stopped", {"exit_code": process.returncode}))
+        """Close the proxy, then SIGTERM every instance (they drain in-flight requests)."""
+        proxy, served.proxy = served.proxy, None
+        if proxy is not None:
+            proxy.close()
+        processes, served.processes = served.processes, []
+        alive = [process for process in processes if process.poll() is None]
+        for process in alive:
+            process.send_signal(signal.SIGTERM)
+        for process in alive:
+            try:
+                await anyio.to_thread.run_sync(process.wait, _STOP_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                await anyio.to_thread.run_sync(process.wait)
+        if alive:
+            on_event(
+                RunnerEvent(
+                    "stopped",
+                    f"{len(alive)} server(s) stopped",
+                    {"exit_codes": [process.returncode for process in alive]},
+                )
+            )
 
     def _terminate(self, served: _Served) -> None:
-        if served.process is not None and served.process.poll() is None:
-            served.process.kill()
-            served.process.wait()
+        if served.proxy is not None:
+            served.proxy.close()
+            served.proxy = None
+        for process in served.processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        served.processes = []
 
     async def _supervise(self) -> None:
         while True:
@@ -319,17 +420,20 @@ class LocalRunner:
         if lock.locked():
             return  # an operation is changing it right now
         async with lock:
-            process = served.process
-            if process is None:
+            if not served.processes:
                 return  # stopped on purpose (hibernated)
-            if process.poll() is not None:
-                await self._restart(served, process.returncode)
+            exited = [
+                process.returncode for process in served.processes if process.poll() is not None
+            ]
+            if exited:
+                await self._restart(served, exited[0])
                 return
             if served.idle_timeout is not None:
                 await self._check_idle(served)
 
     async def _restart(self, served: _Served, exit_code: int | None) -> None:
-        served.process = None
+        """An instance died: restart the deployment's servers (a few times, then leave it)."""
+        await self._stop(served, lambda _event: None)
         if served.restarts >= _MAX_RESTARTS:
             log.error(
                 "deployment %s: the server exited (%s) %d times; left stopped: %s",
@@ -348,14 +452,15 @@ class LocalRunner:
         if now - served.last_metrics_check < _METRICS_EVERY_SECONDS:
             return
         served.last_metrics_check = now
-        status, text = await anyio.to_thread.run_sync(
-            _http_get, f"http://{_HOST}:{served.port}/metrics", 2.0
-        )
-        if status == 200:
-            requests = _inference_requests(text)
-            if requests != served.last_requests:
-                served.last_requests = requests
-                served.last_traffic = now
+        requests = 0.0
+        for backend_port in served.backend_ports:
+            status, text = await anyio.to_thread.run_sync(
+                _http_get, f"http://{_HOST}:{backend_port}/metrics", 2.0
+            )
+            requests += _inference_requests(text) if status == 200 else 0.0
+        if requests != served.last_requests:
+            served.last_requests = requests
+            served.last_traffic = now
         assert served.idle_timeout is not None
         if now - served.last_traffic >= served.idle_timeout:
             log.info("deployment %s idle; hibernating", served.deployment_id)

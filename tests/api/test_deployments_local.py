@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 import urllib.request
 from pathlib import Path
@@ -275,3 +276,36 @@ async def test_a_torch_export_model_is_converted_and_served(
     assert json.loads(response.read())["outputs"][0]["shape"] == [1, 3]
     await client.delete(f"/deployments/{deployment_id}", headers=alice)
     await settle(client, alice, deployment_id)
+
+
+async def test_several_instances_behind_one_endpoint(
+    client: Client, alice: dict[str, str], upload: Any
+) -> None:
+    model_id = (await upload(alice)).json()["model_id"]
+    body = local_body(
+        model_id,
+        name="pair",
+        scaling_policy={"min_instances": 1, "max_instances": 2, "target_cpu_utilization": 70},
+    )
+    deployment_id = (await client.post("/deployments", json=body, headers=alice)).json()["id"]
+    active = await settle(client, alice, deployment_id)
+    assert active["status"] == "active", active
+    events = (await client.get(f"/deployments/{deployment_id}/events", headers=alice)).json()
+    [ready] = [event for event in events if event["kind"] == "ready"]
+    expected = min(2, os.cpu_count() or 1)
+    assert len(ready["data"]["pids"]) == expected
+    for _ in range(6):  # new connections each time: spread over the instances
+        assert infer(active["endpoint"], "pair")["outputs"][0]["shape"] == [1, 3]
+    assert (
+        await client.post(f"/deployments/{deployment_id}/hibernate", headers=alice)
+    ).status_code == 202
+    assert (await settle(client, alice, deployment_id))["status"] == "hibernated"
+    assert not reachable(active["endpoint"])
+    assert (
+        await client.post(f"/deployments/{deployment_id}/activate", headers=alice)
+    ).status_code == 202
+    assert (await settle(client, alice, deployment_id))["status"] == "active"
+    assert infer(active["endpoint"], "pair")["outputs"][0]["shape"] == [1, 3]
+    await client.delete(f"/deployments/{deployment_id}", headers=alice)
+    assert await settle(client, alice, deployment_id) == {}
+    assert not reachable(active["endpoint"])

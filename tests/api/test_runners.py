@@ -136,3 +136,30 @@ async def test_real_engine_reports_program_errors(settings: Settings, onnx_model
     with pytest.raises(PulumiOperationError, match="image"):
         await runner.apply(plan_for(onnx_model, cloud="aws"), events.append)
     assert any(event.kind.startswith("diagnostic") for event in events)
+
+
+async def test_a_crashed_server_is_restarted(
+    settings: Settings, onnx_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(local_module, "_SUPERVISE_EVERY_SECONDS", 0.1)
+
+    async def ignore(_deployment_id: str) -> None:
+        return None
+
+    runner = LocalRunner(settings)
+    await runner.start(ignore)
+    plan = plan_for(onnx_model)
+    try:
+        await runner.apply(plan, lambda _event: None)
+        served = runner._served[plan.deployment.id]
+        first = served.processes[0]  # the default policy asks for several instances
+        first.kill()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (
+            served.running and first.pid not in {process.pid for process in served.processes}
+        ):
+            await asyncio.sleep(0.1)
+        assert served.running
+        assert served.restarts == 1
+    finally:
+        await runner.close()
