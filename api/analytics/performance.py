@@ -43,6 +43,8 @@ from api.analytics.records import (
 
 __all__ = ["PerformanceThresholds", "analyze_performance", "find_anomalies", "stats_of"]
 
+REPORT_DELAY = timedelta(minutes=2)
+"""How late the last minutes of usage may arrive (one report interval and some slack)."""
 _MAD_TO_SIGMA = 1.4826
 """Scales the median absolute deviation to a standard deviation for normal data."""
 
@@ -159,7 +161,10 @@ def _robust_z(
     return (series[hour] - median) / sigma, median
 
 
-def _statistical_flags(hourly: Sequence[UsageSample], limits: PerformanceThresholds) -> list[_Flag]:
+def _statistical_flags(
+    hourly: Sequence[UsageSample], limits: PerformanceThresholds, until: datetime | None
+) -> list[_Flag]:
+    """Hours ending after ``until`` are not judged: an hour still being reported is not a drop."""
     if not hourly:
         return []
     first, last = hourly[0].start, hourly[-1].start
@@ -174,6 +179,8 @@ def _statistical_flags(hourly: Sequence[UsageSample], limits: PerformanceThresho
     errors = {hour: sample.error_rate for hour, sample in judged.items()}
     flags: list[_Flag] = []
     for hour in hours:
+        if until is not None and hour + HOUR > until:
+            break
         found = _robust_z(requests, hour, limits, lambda median: max(1.0, math.sqrt(median)))
         if found is not None and abs(found[0]) > limits.z_score:
             z, median = found
@@ -207,11 +214,13 @@ def find_anomalies(
     limits: PerformanceThresholds,
     detail: Sequence[UsageSample] = (),
     detail_since: datetime | None = None,
+    until: datetime | None = None,
 ) -> list[Anomaly]:
     """One deployment's threshold and statistical anomalies, oldest first.
 
     ``detail`` holds finer (minute) samples from ``detail_since`` on: there thresholds are
-    judged on them instead of on ``samples``.
+    judged on them instead of on ``samples``. Only hours complete by ``until`` are compared with
+    their baseline.
     """
     coarse = (
         samples
@@ -221,7 +230,7 @@ def find_anomalies(
     flags = (
         _threshold_flags(coarse, limits)
         + _threshold_flags(detail, limits)
-        + _statistical_flags(to_hourly(samples), limits)
+        + _statistical_flags(to_hourly(samples), limits, until)
     )
     return _episodes(flags)
 
@@ -306,10 +315,15 @@ def analyze_performance(
     everything = [sample for parts in grouped.values() for sample in parts]
     overall = stats_of(everything)
     fine = by_deployment(sample for sample in detail if sample.deployment_id in facts)
+    settled = window.end - REPORT_DELAY
     anomalies = {
         key: found
         for key in facts
-        if (found := find_anomalies(grouped.get(key, []), limits, fine.get(key, []), detail_since))
+        if (
+            found := find_anomalies(
+                grouped.get(key, []), limits, fine.get(key, []), detail_since, settled
+            )
+        )
     }
     return PerformanceAnalysis(
         timestamp=window.end,

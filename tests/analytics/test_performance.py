@@ -120,3 +120,17 @@ def test_recommendations_follow_the_numbers() -> None:
     assert "fine" not in kinds["high_latency_deployments"]
     assert "slow" in kinds["model_optimization"]
     assert "high_error_rate_deployments" not in kinds
+
+
+def test_the_hour_still_being_reported_is_not_a_drop() -> None:
+    """Ten minutes into an hour, its sample holds a sixth of the usual traffic: not an anomaly."""
+    samples = [make_sample(hour, requests=6_000) for hour in hours(7 * 24)]
+    now = EPOCH + timedelta(days=7, minutes=10)
+    samples.append(make_sample(EPOCH + timedelta(days=7), requests=1_000))
+    facts = make_facts()
+    window = Window(EPOCH, now)
+    result = analyze_performance({facts.id: facts}, samples, window, PerformanceThresholds())
+    assert result.anomalies == {}
+    later = Window(EPOCH, now + timedelta(hours=1))  # the hour is over and it stayed quiet
+    result = analyze_performance({facts.id: facts}, samples, later, PerformanceThresholds())
+    assert [anomaly.type for anomaly in result.anomalies["dep-1"]] == ["request_drop"]
