@@ -55,6 +55,7 @@ __all__ = [
     "DeploymentCost",
     "PricingOptions",
     "analyze_cost",
+    "busy_fraction",
     "deployment_cost",
     "serverless_alternative",
     "spot_saving",
