@@ -87,6 +87,11 @@ async def record_usage(
         if cutoff <= minute.start <= now + _FUTURE_TOLERANCE
     ]
     if rows:
+        # One report of a deployment at a time (a row lock on PostgreSQL; SQLite has one writer):
+        # each recomputed hour then sees every instance's committed minutes, never a stale mix.
+        await session.execute(
+            select(DeploymentRow.id).where(DeploymentRow.id == deployment_id).with_for_update()
+        )
         await _upsert(session, UsageMinuteRow, ("deployment_id", "instance_id", "minute"), rows)
         await _refresh_hours(session, deployment_id, {floor_hour(row["minute"]) for row in rows})
     return UsageReceipt(accepted=len(rows), skipped=len(report.minutes) - len(rows))

@@ -195,3 +195,19 @@ async def test_roll_up_keeps_the_totals(context: ApiContext) -> None:
     assert sum(sample.requests for sample in after) == sum(s.requests for s in before) == 9000
     assert sum(sample.bytes_out for sample in after) == sum(s.bytes_out for s in before)
     assert late.skipped == 120  # minutes of hours already rolled up are too late
+
+
+async def test_instances_add_up_and_resent_minutes_do_not(context: ApiContext) -> None:
+    deployment = await _deployment(context, "alice", "mine")
+    start = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
+    minutes = [_minute(start + timedelta(minutes=k), requests=10) for k in range(30)]
+    now, retention = start + timedelta(hours=1), timedelta(days=7)
+    window = Window(start, now)
+    async with _session(context) as session:
+        for instance in ("pod-a", "pod-b", "pod-a"):  # pod-a's report arrives twice
+            report = UsageReport.model_validate({"instance_id": instance, "minutes": minutes})
+            await record_usage(session, deployment, report, now=now, retention=retention)
+        [hour] = await load_samples(session, [deployment], window)
+    assert hour.requests == 2 * 30 * 10
+    assert hour.instance_seconds == 2 * 30 * 60
+    assert hour.memory_peak_bytes == 2**29  # the largest one instance had, not a sum
