@@ -230,10 +230,13 @@ class UsageReporter:
         while True:
             until_boundary = self._minute.start + 60.0 - time.time()
             await asyncio.sleep(max(0.05, min(SAMPLE_SECONDS, until_boundary + 0.01)))
-            self.sample()
-            if time.monotonic() >= next_push:
-                next_push = time.monotonic() + self._interval
-                await self.push()
+            try:
+                self.sample()
+                if time.monotonic() >= next_push:
+                    next_push = time.monotonic() + self._interval
+                    await self.push()
+            except Exception:  # reporting must never stop, nor take the server down
+                log.exception("usage reporting failed; it goes on at the next interval")
 
 
 def _minute_of(moment: float) -> float:
