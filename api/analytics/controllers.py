@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -122,11 +123,25 @@ class AnalyticsController(Controller):
         context: ApiContext,
         start_time: StartTime = None,
         end_time: EndTime = None,
+        error_rate_threshold: Annotated[
+            float | None,
+            Parameter(gt=0, le=100, description="*Extension*: anomaly threshold in percent."),
+        ] = None,
+        latency_threshold: Annotated[
+            float | None,
+            Parameter(gt=0, description="*Extension*: anomaly threshold on mean latency, ms."),
+        ] = None,
     ) -> PerformanceAnalysis:
-        """Requests, latency and errors, with threshold and statistical anomalies."""
+        """Requests, latency and errors, with threshold and statistical anomalies (thresholds
+        from the settings unless given)."""
         window = _window(start_time, end_time, DEFAULT_DAYS)
         facts, samples = await _usage(db_session, current_user.id, window)
         limits = thresholds(context.settings)
+        limits = replace(
+            limits,
+            error_rate_percent=error_rate_threshold or limits.error_rate_percent,
+            latency_ms=latency_threshold or limits.latency_ms,
+        )
         detail = await load_threshold_minutes(db_session, list(facts), window, limits)
         since = await minute_detail_since(db_session, list(facts))
         return analyze_performance(facts, samples, window, limits, detail, since)

@@ -141,6 +141,10 @@ async def test_analytics_are_per_owner_and_reports_are_idempotent(
     [slow] = performance["anomalies"][deployment]  # judged per minute, not per hour
     assert slow["type"] == "high_latency"
     assert datetime.fromisoformat(slow["timestamp"]) == starts[12]
+    lenient = await client.get(
+        "/analytics/performance", params={"latency_threshold": 2000}, headers=alice
+    )
+    assert lenient.json()["anomalies"] == {}
     cost = (await client.get("/analytics/cost", headers=alice)).json()
     assert cost["cost_by_deployment"][deployment] > 0
     assert cost["priced_as"][deployment] == "aws/us-east-1"
