@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 from litestar import Controller, Request, post
+from litestar.di import NamedDependency
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.params import JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aideploy.schema import AccessToken, TokenRequest
@@ -30,9 +32,9 @@ class AuthController(Controller):
     async def create_token(
         self,
         request: Request,  # type: ignore[type-arg]
-        data: TokenRequest,
-        db_session: AsyncSession,
-        context: ApiContext,
+        data: JSONBody[TokenRequest],
+        db_session: NamedDependency[AsyncSession],
+        context: NamedDependency[ApiContext],
     ) -> AccessToken:
         """Issue a token for valid credentials; repeated failures are throttled (429)."""
         client = request.client.host if request.client else "unknown"
@@ -57,7 +59,10 @@ class AuthController(Controller):
         status_code=201,
     )
     async def create_user(
-        self, data: UserCreate, db_session: AsyncSession, current_user: CurrentUser
+        self,
+        data: JSONBody[UserCreate],
+        db_session: NamedDependency[AsyncSession],
+        current_user: NamedDependency[CurrentUser],
     ) -> User:
         """*Extension*: create a user (administrators only; others get 403)."""
         if not current_user.is_admin:

@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, delete, get, post, put
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody, Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -43,8 +44,8 @@ class DeploymentController(Controller):
     @get(operation_id="ListDeployments", responses=documented_errors(401, 422))
     async def list_deployments(
         self,
-        db_session: AsyncSession,
-        current_user: CurrentUser,
+        db_session: NamedDependency[AsyncSession],
+        current_user: NamedDependency[CurrentUser],
         limit: Limit = 100,
         offset: Offset = 0,
     ) -> list[Deployment]:
@@ -58,7 +59,10 @@ class DeploymentController(Controller):
         "/{deployment_id:str}", operation_id="GetDeployment", responses=documented_errors(401, 404)
     )
     async def get_deployment(
-        self, deployment_id: str, db_session: AsyncSession, current_user: CurrentUser
+        self,
+        deployment_id: FromPath[str],
+        db_session: NamedDependency[AsyncSession],
+        current_user: NamedDependency[CurrentUser],
     ) -> Deployment:
         """One deployment; ``status_reason`` says why it failed."""
         row = await service.get_deployment(db_session, current_user.id, deployment_id)
@@ -71,10 +75,10 @@ class DeploymentController(Controller):
     )
     async def create_deployment(
         self,
-        data: DeploymentCreate,
-        db_session: AsyncSession,
-        current_user: CurrentUser,
-        context: ApiContext,
+        data: JSONBody[DeploymentCreate],
+        db_session: NamedDependency[AsyncSession],
+        current_user: NamedDependency[CurrentUser],
+        context: NamedDependency[ApiContext],
     ) -> Deployment:
         """Create a deployment; answers at once with status ``creating``, which becomes
         ``active`` (with ``endpoint``) or ``failed`` (with ``status_reason``)."""
@@ -89,11 +93,11 @@ class DeploymentController(Controller):
     )
     async def update_deployment(
         self,
-        deployment_id: str,
-        data: DeploymentUpdate,
-        db_session: AsyncSession,
-        current_user: CurrentUser,
-        context: ApiContext,
+        deployment_id: FromPath[str],
+        data: JSONBody[DeploymentUpdate],
+        db_session: NamedDependency[AsyncSession],
+        current_user: NamedDependency[CurrentUser],
+        context: NamedDependency[ApiContext],
     ) -> Deployment:
         """Change resources, scaling, cost policy or metadata; status ``updating`` until
         applied (409 while another operation runs)."""
@@ -112,10 +116,10 @@ class DeploymentController(Controller):
     )
     async def delete_deployment(
         self,
-        deployment_id: str,
-        db_session: AsyncSession,
-        current_user: CurrentUser,
-        context: ApiContext,
+        deployment_id: FromPath[str],
+        db_session: NamedDependency[AsyncSession],
+        current_user: NamedDependency[CurrentUser],
+        context: NamedDependency[ApiContext],
     ) -> Message:
         """Destroy the deployment's resources and stack; it disappears once done."""
         await service.start_operation(
@@ -131,10 +135,10 @@ class DeploymentController(Controller):
     )
     async def hibernate_deployment(
         self,
-        deployment_id: str,
-        db_session: AsyncSession,
-        current_user: CurrentUser,
-        context: ApiContext,
+        deployment_id: FromPath[str],
+        db_session: NamedDependency[AsyncSession],
+        current_user: NamedDependency[CurrentUser],
+        context: NamedDependency[ApiContext],
     ) -> Message:
         """Scale to zero: ``hibernating`` then ``hibernated``; the endpoint is kept."""
         await service.start_operation(
@@ -150,10 +154,10 @@ class DeploymentController(Controller):
     )
     async def activate_deployment(
         self,
-        deployment_id: str,
-        db_session: AsyncSession,
-        current_user: CurrentUser,
-        context: ApiContext,
+        deployment_id: FromPath[str],
+        db_session: NamedDependency[AsyncSession],
+        current_user: NamedDependency[CurrentUser],
+        context: NamedDependency[ApiContext],
     ) -> Message:
         """Wake a hibernated deployment: ``activating`` then ``active`` on the same endpoint."""
         await service.start_operation(
@@ -170,10 +174,10 @@ class DeploymentController(Controller):
     async def list_events(
         self,
         request: Request[CurrentUser, Any, Any],
-        deployment_id: str,
-        db_session: AsyncSession,
-        current_user: CurrentUser,
-        context: ApiContext,
+        deployment_id: FromPath[str],
+        db_session: NamedDependency[AsyncSession],
+        current_user: NamedDependency[CurrentUser],
+        context: NamedDependency[ApiContext],
         after: Annotated[int, Parameter(ge=0, description="Only events after this id.")] = 0,
         operation_id: Annotated[
             str | None, Parameter(description="Only this operation's events.")

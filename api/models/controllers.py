@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from litestar import Controller, Request, delete, get, post
+from litestar.di import NamedDependency
 from litestar.openapi.spec import (
     OpenAPIFormat,
     OpenAPIMediaType,
@@ -14,7 +15,7 @@ from litestar.openapi.spec import (
     RequestBody,
     Schema,
 )
-from litestar.params import Parameter
+from litestar.params import FromPath, Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aideploy.schema import Framework, Message, Model, ModelUploadResponse
@@ -59,8 +60,8 @@ class ModelController(Controller):
     @get(operation_id="ListModels", responses=documented_errors(401, 422))
     async def list_models(
         self,
-        db_session: AsyncSession,
-        current_user: CurrentUser,
+        db_session: NamedDependency[AsyncSession],
+        current_user: NamedDependency[CurrentUser],
         limit: Limit = 100,
         offset: Offset = 0,
     ) -> list[Model]:
@@ -70,7 +71,10 @@ class ModelController(Controller):
 
     @get("/{model_id:str}", operation_id="GetModel", responses=documented_errors(401, 404))
     async def get_model(
-        self, model_id: str, db_session: AsyncSession, current_user: CurrentUser
+        self,
+        model_id: FromPath[str],
+        db_session: NamedDependency[AsyncSession],
+        current_user: NamedDependency[CurrentUser],
     ) -> Model:
         """One model, with its recorded signature, sha256 and size in ``metadata``."""
         return service.to_model(await service.get_model(db_session, current_user.id, model_id))
@@ -85,9 +89,9 @@ class ModelController(Controller):
     async def upload_model(
         self,
         request: Request[CurrentUser, Any, Any],
-        db_session: AsyncSession,
-        current_user: CurrentUser,
-        context: ApiContext,
+        db_session: NamedDependency[AsyncSession],
+        current_user: NamedDependency[CurrentUser],
+        context: NamedDependency[ApiContext],
     ) -> ModelUploadResponse:
         """Upload a model (form fields ``name``, ``framework``, ``version``, ``metadata``,
         ``file``). The file is streamed to disk, hashed, size-limited and validated before it
@@ -115,10 +119,10 @@ class ModelController(Controller):
     )
     async def delete_model(
         self,
-        model_id: str,
-        db_session: AsyncSession,
-        current_user: CurrentUser,
-        context: ApiContext,
+        model_id: FromPath[str],
+        db_session: NamedDependency[AsyncSession],
+        current_user: NamedDependency[CurrentUser],
+        context: NamedDependency[ApiContext],
     ) -> Message:
         """Delete a model with its optimized versions and artifacts (409 while deployed)."""
         await service.delete_model(db_session, context.store, current_user.id, model_id)

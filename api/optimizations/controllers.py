@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from litestar import Controller, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aideploy.schema import OptimizationJob, OptimizationRequest, OptimizedModel
@@ -24,11 +26,11 @@ class OptimizationController(Controller):
     )
     async def optimize_model(
         self,
-        model_id: str,
-        data: OptimizationRequest,
-        db_session: AsyncSession,
-        current_user: CurrentUser,
-        context: ApiContext,
+        model_id: FromPath[str],
+        data: JSONBody[OptimizationRequest],
+        db_session: NamedDependency[AsyncSession],
+        current_user: NamedDependency[CurrentUser],
+        context: NamedDependency[ApiContext],
     ) -> OptimizationJob:
         """Start optimizing; answers at once with status ``optimizing``. The result appears in
         ``GET /models/{model_id}/optimized`` as ``completed`` or ``failed`` with the reason."""
@@ -37,7 +39,10 @@ class OptimizationController(Controller):
 
     @get("/optimized", operation_id="ListOptimizedModels", responses=documented_errors(401, 404))
     async def list_optimized(
-        self, model_id: str, db_session: AsyncSession, current_user: CurrentUser
+        self,
+        model_id: FromPath[str],
+        db_session: NamedDependency[AsyncSession],
+        current_user: NamedDependency[CurrentUser],
     ) -> list[OptimizedModel]:
         """The model's optimized versions with their status and measured percentages."""
         rows = await service.list_optimized(db_session, current_user.id, model_id)
