@@ -34,6 +34,7 @@ def serve_api(
     settings = settings.model_copy(
         update={"api_host": host or settings.api_host, "api_port": port or settings.api_port}
     )
+    asyncio.run(_check_database(settings.effective_database_url))
     app = create_app(settings)
     typer.echo(
         f"aideploy API on http://{settings.api_host}:{settings.api_port} "
@@ -75,6 +76,21 @@ def add_user(
         fail("password: nothing was read from standard input")
     asyncio.run(_add_user(username, password, admin=admin))
     typer.echo(f"user {username!r} created{' (admin)' if admin else ''}")
+
+
+async def _check_database(url: str) -> None:
+    """Reach and migrate the database before serving, so a bad URL is one line, not a trace."""
+    from aideploy.errors import AideployError
+    from api.db.engine import Database
+
+    try:
+        database = Database(url)
+        try:
+            await database.migrate()
+        finally:
+            await database.dispose()
+    except AideployError as exc:
+        fail(str(exc))
 
 
 async def _add_user(username: str, password: str, *, admin: bool) -> None:

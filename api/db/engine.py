@@ -10,12 +10,15 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, event
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+
+from aideploy.errors import AideployError, InputError
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -36,10 +39,36 @@ def _enable_sqlite_foreign_keys(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+_ASYNC_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+}
+
+
+class DatabaseUnavailableError(AideployError):
+    """The database cannot be reached or migrated; the message names the URL and the cause."""
+
+
+def async_database_url(url: str) -> str:
+    """``url`` with the async driver the API uses (``postgresql://`` works as written)."""
+    scheme, separator, rest = url.partition("://")
+    driver = _ASYNC_DRIVERS.get(scheme)
+    if not separator or driver is None:
+        raise InputError(
+            f"database_url: unsupported URL {scheme or url!r}; use sqlite:///PATH or "
+            "postgresql://USER@HOST:PORT/DB"
+        )
+    return f"{driver}://{rest}"
+
+
 class Database:
     """One engine per process; sessions for requests and for background jobs alike."""
 
     def __init__(self, url: str) -> None:
+        url = async_database_url(url)
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         options: dict[str, Any] = {"pool_pre_ping": True}
@@ -53,8 +82,14 @@ class Database:
 
     async def migrate(self) -> None:
         """Bring the schema to the newest revision (idempotent; runs at every start-up)."""
-        async with self.engine.begin() as connection:
-            await connection.run_sync(_upgrade_to_head)
+        try:
+            async with self.engine.begin() as connection:
+                await connection.run_sync(_upgrade_to_head)
+        except (OSError, SQLAlchemyError) as exc:
+            cause = getattr(exc, "orig", None) or exc
+            raise DatabaseUnavailableError(
+                f"database_url: cannot use {_mask(self.url)} ({type(cause).__name__}: {cause})"
+            ) from exc
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
@@ -73,6 +108,12 @@ class Database:
 
 def _upgrade_to_head(connection: Connection) -> None:
     command.upgrade(alembic_config(connection), "head")
+
+
+def _mask(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    return f"{scheme}://{credentials.partition(':')[0]}{':****' if ':' in credentials else ''}{at}{host}"
 
 
 def _ensure_sqlite_directory(url: str) -> None:

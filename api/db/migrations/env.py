@@ -10,6 +10,7 @@ from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from aideploy.settings import load_settings
+from api.db.engine import async_database_url
 from api.db.tables import Base
 
 target_metadata = Base.metadata
@@ -27,7 +28,7 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_from_settings() -> None:
-    engine = create_async_engine(load_settings().effective_database_url)
+    engine = create_async_engine(async_database_url(load_settings().effective_database_url))
     async with engine.begin() as connection:
         await connection.run_sync(_run)
     await engine.dispose()
