@@ -53,10 +53,11 @@ from api.analytics.store import (
     roll_up,
 )
 from api.analytics.suggestions import suggest
-from api.analytics.tables import UsageHourRow, UsageMinuteRow
+from api.analytics.tables import UsageDeploymentRow, UsageHourRow, UsageMinuteRow
 from api.auth.service import create_user
 from api.db.engine import Database
 from api.db.tables import DeploymentRow
+from api.deployments.service import to_deployment
 
 RESULTS = Path(__file__).resolve().parent / "results" / "analytics.json"
 BAR_SECONDS = 2.0
@@ -103,6 +104,16 @@ async def _seed(database: Database, deployments: int) -> tuple[str, int]:
                 },
             )
             session.add(deployment)
+            await session.flush()
+            session.add(
+                UsageDeploymentRow(
+                    deployment_id=deployment.id,
+                    owner_id=owner.id,
+                    snapshot=to_deployment(deployment).model_dump(mode="json"),
+                    model_size_bytes=0,
+                    last_report_at=now,
+                )
+            )
             await session.flush()
             hours = [
                 {

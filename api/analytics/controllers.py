@@ -219,8 +219,11 @@ class UsageController(Controller):
         if await db_session.get(DeploymentRow, deployment_id) is None:
             raise NotFoundError(f"deployment {deployment_id} not found")
         retention = timedelta(days=context.settings.usage_minute_retention_days)
-        receipt = await record_usage(
-            db_session, deployment_id, data, now=utc_now(), retention=retention
-        )
+        try:
+            receipt = await record_usage(
+                db_session, deployment_id, data, now=utc_now(), retention=retention
+            )
+        except LookupError:  # deleted while the report was on its way
+            raise NotFoundError(f"deployment {deployment_id} not found") from None
         _rollups.maybe_start(context.database, retention)
         return receipt

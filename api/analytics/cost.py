@@ -119,10 +119,6 @@ class DeploymentCost:
         return self.compute + self.storage + self.network
 
 
-def _lifetime_seconds(facts: DeploymentFacts, window: Window) -> float:
-    return window.overlap_seconds(facts.deployment.created_at)
-
-
 def _busy_seconds(usage: UsageSample, concurrency: int) -> float:
     """Instance time spent handling requests: request time over the requests served at once,
     never more than the instance time measured."""
@@ -188,7 +184,7 @@ def deployment_cost(
 ) -> DeploymentCost:
     """Price one deployment's samples (already limited to the window) at catalog prices."""
     usage = merge(facts.id, window.start, int(window.seconds), samples)
-    lifetime = _lifetime_seconds(facts, window)
+    lifetime = facts.lifetime_seconds(window)
     cloud, _ = options.place(facts)
     prices = options.prices(facts)
     if facts.type is DeploymentType.KUBERNETES:

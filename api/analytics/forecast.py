@@ -204,6 +204,8 @@ def forecast_usage(
     requests_history: dict[date, float] = {}
     cost_history: dict[date, float] = {}
     for key, item in facts.items():
+        if item.ended_at is not None:
+            continue  # deleted: it has no future
         days, requests, costs = daily_history(item, grouped[key], window, options)
         for day, count, cost in zip(days, requests, costs, strict=True):
             requests_history[day.date()] = requests_history.get(day.date(), 0.0) + count

@@ -171,10 +171,16 @@ class DeploymentFacts:
     deployment: Deployment
     model_size_bytes: int = 0
     """Bytes of the served artifact: object storage is billed for them."""
+    ended_at: datetime | None = None
+    """When a deleted deployment stopped existing (``None`` while it exists)."""
 
     @property
     def id(self) -> str:
         return self.deployment.id
+
+    def lifetime_seconds(self, window: Window) -> float:
+        """Seconds of ``window`` the deployment existed."""
+        return window.overlap_seconds(self.deployment.created_at, self.ended_at)
 
     @property
     def name(self) -> str:

@@ -15,11 +15,11 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from aideploy.schema import ModelType, utc_now
+from aideploy.schema import Deployment, ModelType, utc_now
 from api.analytics.performance import PerformanceThresholds
 from api.analytics.records import DeploymentFacts, UsageSample, Window, floor_hour, merge
 from api.analytics.schemas import UsageReceipt, UsageReport
-from api.analytics.tables import USAGE_COLUMNS, UsageHourRow, UsageMinuteRow
+from api.analytics.tables import USAGE_COLUMNS, UsageDeploymentRow, UsageHourRow, UsageMinuteRow
 from api.db.engine import Database
 from api.db.tables import DeploymentRow, ModelRow, OptimizedModelRow
 from api.deployments.service import to_deployment
@@ -48,14 +48,19 @@ def _insert_for(session: AsyncSession) -> Any:
 
 
 async def _upsert(
-    session: AsyncSession, table: Any, keys: Sequence[str], rows: list[dict[str, Any]]
+    session: AsyncSession,
+    table: Any,
+    keys: Sequence[str],
+    rows: list[dict[str, Any]],
+    columns: Sequence[str] = USAGE_COLUMNS,
 ) -> None:
+    """Insert ``rows``; where a key exists, replace its ``columns``."""
     insert = _insert_for(session)
     for index in range(0, len(rows), _CHUNK):
         statement = insert(table).values(rows[index : index + _CHUNK])
         statement = statement.on_conflict_do_update(
             index_elements=list(keys),
-            set_={name: statement.excluded[name] for name in USAGE_COLUMNS},
+            set_={name: statement.excluded[name] for name in columns},
         )
         await session.execute(statement)
 
@@ -89,12 +94,34 @@ async def record_usage(
     if rows:
         # One report of a deployment at a time (a row lock on PostgreSQL; SQLite has one writer):
         # each recomputed hour then sees every instance's committed minutes, never a stale mix.
-        await session.execute(
-            select(DeploymentRow.id).where(DeploymentRow.id == deployment_id).with_for_update()
+        deployment = await session.scalar(
+            select(DeploymentRow).where(DeploymentRow.id == deployment_id).with_for_update()
         )
+        if deployment is None:
+            raise LookupError(f"deployment {deployment_id} not found")
+        await _snapshot(session, deployment, now)
         await _upsert(session, UsageMinuteRow, ("deployment_id", "instance_id", "minute"), rows)
         await _refresh_hours(session, deployment_id, {floor_hour(row["minute"]) for row in rows})
     return UsageReceipt(accepted=len(rows), skipped=len(report.minutes) - len(rows))
+
+
+async def _snapshot(session: AsyncSession, row: DeploymentRow, now: datetime) -> None:
+    """Keep what prices this deployment's usage after it is deleted."""
+    sizes = await _model_sizes(session, [row])
+    values = {
+        "deployment_id": row.id,
+        "owner_id": row.owner_id,
+        "snapshot": to_deployment(row).model_dump(mode="json"),
+        "model_size_bytes": sizes[row.id],
+        "last_report_at": now,
+    }
+    await _upsert(
+        session,
+        UsageDeploymentRow,
+        ("deployment_id",),
+        [values],
+        ("snapshot", "model_size_bytes", "last_report_at"),
+    )
 
 
 _MINUTE_COLUMNS = [getattr(UsageMinuteRow, name) for name in USAGE_COLUMNS]
@@ -204,7 +231,8 @@ async def _model_sizes(session: AsyncSession, rows: Iterable[DeploymentRow]) -> 
 
 
 async def load_facts(session: AsyncSession, owner_id: str) -> dict[str, DeploymentFacts]:
-    """The owner's deployments: the only ones an analysis may look at."""
+    """The owner's deployments, and the deleted ones that reported usage: the only ones an
+    analysis may look at. A deleted deployment's life ends at its last report."""
     rows = list(
         await session.scalars(
             select(DeploymentRow)
@@ -213,7 +241,21 @@ async def load_facts(session: AsyncSession, owner_id: str) -> dict[str, Deployme
         )
     )
     sizes = await _model_sizes(session, rows)
-    return {row.id: DeploymentFacts(to_deployment(row), sizes[row.id]) for row in rows}
+    facts = {row.id: DeploymentFacts(to_deployment(row), sizes[row.id]) for row in rows}
+    gone = await session.scalars(
+        select(UsageDeploymentRow).where(
+            UsageDeploymentRow.owner_id == owner_id,
+            UsageDeploymentRow.deployment_id.not_in(list(facts)),
+        )
+    )
+    for item in gone:
+        if item.snapshot:  # empty for usage recorded before snapshots existed
+            facts[item.deployment_id] = DeploymentFacts(
+                Deployment.model_validate(item.snapshot),
+                item.model_size_bytes,
+                ended_at=item.last_report_at,
+            )
+    return facts
 
 
 async def load_samples(

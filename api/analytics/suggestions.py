@@ -198,7 +198,7 @@ def _for_deployment(
             )
         )
     policy = facts.deployment.cost_optimization_policy
-    hours = window.overlap_seconds(facts.deployment.created_at) / 3600
+    hours = facts.lifetime_seconds(window) / 3600
     if not policy.hibernation_enabled and hours >= sizing.min_hours:
         busy_hours = sum(1 for sample in hourly if sample.requests > 0)
         idle_share = 1.0 - busy_hours / hours
@@ -266,6 +266,8 @@ def suggest(
             grouped[sample.deployment_id].append(sample)
     result: dict[str, DeploymentSuggestions] = {}
     for key, item in facts.items():
+        if item.ended_at is not None:
+            continue  # deleted: nothing left to change
         found = _for_deployment(item, grouped[key], window, options, sizing, limits)
         if found:
             result[key] = DeploymentSuggestions(deployment_name=item.name, suggestions=found)

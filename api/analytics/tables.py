@@ -5,11 +5,16 @@ minute), so a report that is sent again (the reporter retries after a lost respo
 instead of counting twice. Every report recomputes the hours it touched from all instances'
 minutes, so the hourly rows are always current and are what analyses read; minutes are kept for
 the retention period only, to judge thresholds minute by minute, and then deleted (the roll-up).
+
+Usage outlives its deployment: a cost already incurred stays in the cost of its period. So the
+usage rows hang off ``usage_deployments`` (a snapshot of each reporting deployment, refreshed
+by every report, owned by a user) rather than off ``deployments``; deleting a user removes it all.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
@@ -44,12 +49,27 @@ USAGE_COLUMNS = (
 )
 
 
+class UsageDeploymentRow(Base):
+    """The deployment as it was when it last reported: what prices its usage once it is gone."""
+
+    __tablename__ = "usage_deployments"
+    __table_args__ = (Index("ix_usage_deployments_owner", "owner_id"),)
+
+    deployment_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    snapshot: Mapped[dict[str, Any]]
+    """The deployment (``aideploy.schema.Deployment`` as JSON)."""
+    model_size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_report_at: Mapped[datetime]
+    """When it last reported: a deleted deployment's life is taken to end there."""
+
+
 class UsageMinuteRow(_UsageColumns, Base):
     __tablename__ = "usage_minutes"
     __table_args__ = (Index("ix_usage_minutes_deployment_minute", "deployment_id", "minute"),)
 
     deployment_id: Mapped[str] = mapped_column(
-        ForeignKey("deployments.id", ondelete="CASCADE"), primary_key=True
+        ForeignKey("usage_deployments.deployment_id", ondelete="CASCADE"), primary_key=True
     )
     instance_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     minute: Mapped[datetime] = mapped_column(primary_key=True)
@@ -59,6 +79,6 @@ class UsageHourRow(_UsageColumns, Base):
     __tablename__ = "usage_hours"
 
     deployment_id: Mapped[str] = mapped_column(
-        ForeignKey("deployments.id", ondelete="CASCADE"), primary_key=True
+        ForeignKey("usage_deployments.deployment_id", ondelete="CASCADE"), primary_key=True
     )
     hour: Mapped[datetime] = mapped_column(primary_key=True)

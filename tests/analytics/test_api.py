@@ -215,3 +215,41 @@ async def test_instances_add_up_and_resent_minutes_do_not(context: ApiContext) -
     assert hour.requests == 2 * 30 * 10
     assert hour.instance_seconds == 2 * 30 * 60
     assert hour.memory_peak_bytes == 2**29  # the largest one instance had, not a sum
+
+
+async def test_usage_outlives_its_deployment_but_not_its_owner(
+    client: Client, context: ApiContext, alice: dict[str, str]
+) -> None:
+    """A deleted deployment's cost stays in its period (up to its last report); it has no
+    forecast nor suggestions; deleting the user removes its usage."""
+    deployment = await _deployment(context, "alice", "gone")
+    minutes = [_minute(start) for start in _recent_minutes(20)]
+    response = await client.post(
+        f"/deployments/{deployment}/usage",
+        json={"instance_id": "pod-1", "minutes": minutes},
+        headers=_token_header(context, deployment),
+    )
+    assert response.status_code == 202
+    before = (await client.get("/analytics/cost", headers=alice)).json()
+    async with _session(context) as session:
+        await session.delete(await session.get(DeploymentRow, deployment))
+    after = (await client.get("/analytics/cost", headers=alice)).json()
+    assert after["cost_by_deployment"][deployment] > 0
+    assert after["cost_by_deployment"][deployment] <= before["cost_by_deployment"][deployment]
+    performance = (await client.get("/analytics/performance", headers=alice)).json()
+    assert performance["total_requests"] == 20 * 60
+    forecast = (await client.get("/analytics/forecast", headers=alice)).json()
+    assert deployment not in forecast["forecast_by_deployment"]
+    late = await client.post(
+        f"/deployments/{deployment}/usage",
+        json={"instance_id": "pod-1", "minutes": minutes},
+        headers=_token_header(context, deployment),
+    )
+    assert late.status_code == 404
+    async with _session(context) as session:
+        await session.delete(
+            await session.scalar(select(UserRow).where(UserRow.username == "alice"))
+        )
+    async with _session(context) as session:
+        left = await session.scalar(select(func.count()).select_from(UsageHourRow))
+    assert left == 0

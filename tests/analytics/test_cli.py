@@ -20,11 +20,12 @@ from aideploy.cli import app
 from aideploy.schema import utc_now
 from aideploy.settings import Settings
 from api.analytics.records import floor_hour
-from api.analytics.tables import UsageHourRow
+from api.analytics.tables import UsageDeploymentRow, UsageHourRow
 from api.app import create_app
 from api.auth.service import create_user
 from api.db.engine import Database
 from api.db.tables import DeploymentRow, UserRow
+from api.deployments.service import to_deployment
 from tests.analytics.support import bucket_counts
 
 runner = CliRunner()
@@ -61,6 +62,16 @@ async def _seed(settings: Settings) -> None:
                 },
             )
             session.add(row)
+            await session.flush()
+            session.add(
+                UsageDeploymentRow(
+                    deployment_id=row.id,
+                    owner_id=owner,
+                    snapshot=to_deployment(row).model_dump(mode="json"),
+                    model_size_bytes=0,
+                    last_report_at=now,
+                )
+            )
             await session.flush()
             for hours_ago in range(1, 28 * 24):
                 start = now - timedelta(hours=hours_ago)
