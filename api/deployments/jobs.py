@@ -73,6 +73,17 @@ class EventRecorder:
         await self._writer
 
 
+# The status a deployment has while each operation runs; the job lands its result only if the
+# deployment is still there (a restore runs while it is active).
+_WHILE_RUNNING = {
+    Operation.CREATE: S.CREATING,
+    Operation.UPDATE: S.UPDATING,
+    Operation.HIBERNATE: S.HIBERNATING,
+    Operation.ACTIVATE: S.ACTIVATING,
+    Operation.DELETE: S.DELETING,
+    Operation.RESTORE: S.ACTIVE,
+}
+
 # After a successful operation: the status it lands in (None: the deployment is gone).
 _RESULT = {
     Operation.CREATE: S.ACTIVE,
@@ -144,8 +155,8 @@ class DeploymentJobHandler:
                 )
                 return
             stored = await session.get(DeploymentRow, job.subject_id)
-            if stored is None:
-                return
+            if stored is None or stored.status != _WHILE_RUNNING[operation].value:
+                return  # gone, or another operation took over (a hibernate during a restore)
             result = _RESULT.get(operation) or (S.HIBERNATED if hibernated else S.ACTIVE)
             stored.status = result.value
             stored.status_reason = None
@@ -156,7 +167,7 @@ class DeploymentJobHandler:
         operation = Operation(job.payload["operation"])
         async with context.database.session() as session:
             row = await session.get(DeploymentRow, job.subject_id)
-            if row is not None:
+            if row is not None and row.status == _WHILE_RUNNING[operation].value:
                 row.status = S.FAILED.value
                 row.status_reason = f"{operation.value} failed: {reason}"
 
