@@ -7,9 +7,10 @@ Two kinds of anomaly are reported, each at the time it began:
 - **Statistical**: each hour against the deployment's own baseline: the same hour of the week
   in up to four previous weeks when two or more exist (a weekly rhythm is learnt after two
   weeks), else the same hour on up to seven previous days when three or more exist (a daily
-  rhythm is not an anomaly), else the trailing day. The baseline's median and median absolute deviation give a robust z-score,
-  with a noise floor (Poisson for counts, binomial for error rates) so quiet deployments are not
-  flagged for a handful of requests.
+  rhythm is not an anomaly), else the trailing day. The baseline's median and median absolute
+  deviation give a robust z-score, with a noise floor (Poisson for counts, binomial for error
+  rates) so quiet deployments are not flagged for a handful of requests. The hour still being
+  reported is not judged.
 
 Consecutive anomalous intervals of one kind form one anomaly, reported once with its worst value.
 """
