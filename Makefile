@@ -7,7 +7,7 @@ PACKAGES := aideploy aideploy_iac stacks optimizer serving api
 # Rendered KEDA objects are validated against the published CRDs kept beside the repo.
 export AIDEPLOY_CRD_SCHEMA_DIR ?= $(abspath ../shared/schemas/crds)
 
-.PHONY: install demo test lint typecheck pytest bench bench-optimizer bench-serving bench-iac bench-api soak clean
+.PHONY: install demo test lint typecheck pytest bench bench-optimizer bench-serving bench-iac bench-api bench-analytics soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,7 +33,7 @@ pytest: install
 	$(PY) -m pytest -q
 
 # Benchmarks print a table and write JSON to benchmarks/results/.
-bench: bench-optimizer bench-serving bench-iac bench-api
+bench: bench-optimizer bench-serving bench-iac bench-api bench-analytics
 
 bench-optimizer: install
 	$(PY) benchmarks/optimizer.py
@@ -46,6 +46,9 @@ bench-iac: install
 
 bench-api: install
 	$(PY) benchmarks/api.py
+
+bench-analytics: install
+	$(PY) benchmarks/analytics.py --postgres
 
 soak: install
 

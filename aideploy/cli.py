@@ -102,6 +102,15 @@ def config_show(
 # --- subcommands of the platform's parts ---------------------------------------------------
 # Each part registers its commands below with one line; its cli module imports nothing heavy at
 # top level (import onnxruntime, torch, litestar... inside the command function).
+from api.cli import demo, serve_api, users_app  # noqa: E402 - registered after fail() exists
+
+app.command("api")(serve_api)
+app.command("demo")(demo)
+app.add_typer(users_app, name="users")
+app.command("optimize")(__import__("optimizer.cli").cli.optimize_command)
+app.command("serve")(__import__("serving.cli").cli.serve_command)
+app.command("synth")(__import__("aideploy_iac.cli").cli.synth)
+app.add_typer(__import__("api.analytics.cli").analytics.cli.analytics_app, name="analytics")
 
 
 def main() -> None:

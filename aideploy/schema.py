@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
@@ -273,6 +273,9 @@ class OptimizationOptions(_Strict):
     """Intra-op threads for latency measurement; defaults to the deployment's cpu."""
     then_quantize: bool = False
     """For pruning: quantize the pruned model to int8 afterwards."""
+    task: Literal["classification", "embedding", "regression"] | None = None
+    """*Extension*: how accuracy is judged without labels (top-1 agreement for classification,
+    cosine similarity otherwise); guessed from the output's name and the labels when null."""
 
 
 class OptimizationRequest(_Strict):
@@ -512,6 +515,21 @@ class CostAnalysis(BaseModel):
     cost_by_deployment: dict[str, float]
     comparison: CostComparison
     recommendations: list[Recommendation]
+    currency: str = "USD"
+    """*Extension*: the currency of every amount (the price catalog's)."""
+    catalog_version: str | None = None
+    """*Extension*: the price catalog version the costs were computed with."""
+    start_time: datetime | None = None
+    """*Extension*: the start of the analysed window."""
+    end_time: datetime | None = None
+    """*Extension*: the end of the analysed window."""
+    priced_as: dict[str, str] = Field(default_factory=dict)
+    """*Extension*: per deployment, the ``cloud/region`` whose prices apply (a local deployment
+    is priced as the same usage in the reference cloud)."""
+    notes: list[str] = Field(default_factory=list)
+    """*Extension*: caveats of the comparison (e.g. no managed instance fits a deployment)."""
+    cost_by_day: dict[date, float] = Field(default_factory=dict)
+    """*Extension*: the total cost of each UTC day of the window (edge days only in part)."""
 
 
 class PerformanceStats(BaseModel):
@@ -520,6 +538,10 @@ class PerformanceStats(BaseModel):
     """Milliseconds."""
     error_rate: float
     """Percent of requests that failed."""
+    p95_latency: float | None = None
+    """*Extension*: 95th percentile latency in milliseconds, from the latency histogram."""
+    p99_latency: float | None = None
+    """*Extension*: 99th percentile latency in milliseconds, from the latency histogram."""
 
 
 class Anomaly(BaseModel):
@@ -537,6 +559,10 @@ class PerformanceAnalysis(BaseModel):
     performance_by_deployment: dict[str, PerformanceStats]
     recommendations: list[Recommendation]
     anomalies: dict[str, list[Anomaly]]
+    start_time: datetime | None = None
+    """*Extension*: the start of the analysed window."""
+    end_time: datetime | None = None
+    """*Extension*: the end of the analysed window."""
 
 
 class DeploymentForecast(BaseModel):
@@ -545,6 +571,26 @@ class DeploymentForecast(BaseModel):
     current_cost: float
     requests_forecast: list[float]
     cost_forecast: list[float]
+    requests_lower: list[float] = Field(default_factory=list)
+    """*Extension*: lower edge of the 95 % prediction band of ``requests_forecast``."""
+    requests_upper: list[float] = Field(default_factory=list)
+    """*Extension*: upper edge of the 95 % prediction band of ``requests_forecast``."""
+    cost_lower: list[float] = Field(default_factory=list)
+    """*Extension*: lower edge of the 95 % prediction band of ``cost_forecast``."""
+    cost_upper: list[float] = Field(default_factory=list)
+    """*Extension*: upper edge of the 95 % prediction band of ``cost_forecast``."""
+    method: str = "none"
+    """*Extension*: ``none`` (no history), ``level`` (under 7 days: the mean, no trend),
+    ``linear_trend`` (7-13 days) or ``trend_weekly`` (trend and day-of-week profile)."""
+    history_days: int = 0
+    """*Extension*: whole days of history the forecast was fitted to."""
+    backtest_error: float | None = None
+    """*Extension*: weighted absolute percentage error of the request forecast on held-out
+    days (null when the history is too short to hold days out)."""
+    cost_backtest_error: float | None = None
+    """*Extension*: the same error measure for the cost forecast."""
+    note: str | None = None
+    """*Extension*: why the forecast is limited, when it is (too little history)."""
 
 
 class UsageForecast(BaseModel):
@@ -553,6 +599,24 @@ class UsageForecast(BaseModel):
     total_requests_forecast: list[float]
     total_cost_forecast: list[float]
     forecast_by_deployment: dict[str, DeploymentForecast]
+    first_day: date | None = None
+    """*Extension*: the UTC day the first forecast value is for (one value per day)."""
+    total_requests_lower: list[float] = Field(default_factory=list)
+    """*Extension*: lower edge of the 95 % band of ``total_requests_forecast``."""
+    total_requests_upper: list[float] = Field(default_factory=list)
+    """*Extension*: upper edge of the 95 % band of ``total_requests_forecast``."""
+    total_cost_lower: list[float] = Field(default_factory=list)
+    """*Extension*: lower edge of the 95 % band of ``total_cost_forecast``."""
+    total_cost_upper: list[float] = Field(default_factory=list)
+    """*Extension*: upper edge of the 95 % band of ``total_cost_forecast``."""
+    history_days: int = 0
+    """*Extension*: the longest history (whole days) among the deployments."""
+    total_requests_history: dict[date, float] = Field(default_factory=dict)
+    """*Extension*: the daily requests the forecast was fitted to (all deployments)."""
+    total_cost_history: dict[date, float] = Field(default_factory=dict)
+    """*Extension*: the daily cost the forecast was fitted to (all deployments)."""
+    note: str | None = None
+    """*Extension*: why there is no forecast, when there is none."""
 
 
 class Suggestion(BaseModel):
@@ -561,6 +625,9 @@ class Suggestion(BaseModel):
     current_value: str | None = None
     recommended_value: str | None = None
     impact: Impact
+    estimated_savings: float | None = None
+    """*Extension*: what following the suggestion would have saved over the analysed window,
+    in the price catalog's currency."""
 
 
 class DeploymentSuggestions(BaseModel):
@@ -571,6 +638,10 @@ class DeploymentSuggestions(BaseModel):
 class OptimizationSuggestions(BaseModel):
     timestamp: datetime
     suggestions_by_deployment: dict[str, DeploymentSuggestions]
+    start_time: datetime | None = None
+    """*Extension*: the start of the analysed window."""
+    end_time: datetime | None = None
+    """*Extension*: the end of the analysed window."""
 
 
 # --- errors -------------------------------------------------------------------------------

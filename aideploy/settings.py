@@ -8,6 +8,7 @@ then defaults. Everything the platform keeps on disk lives under ``data_dir``.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -22,7 +23,7 @@ from pydantic_settings import (
 
 from aideploy.schema import Cloud
 
-__all__ = ["ENV_PREFIX", "Settings", "load_settings"]
+__all__ = ["ENV_PREFIX", "Settings", "child_process_environment", "load_settings"]
 
 ENV_PREFIX = "AIDEPLOY_"
 _CONFIG_FILE_VARIABLE = f"{ENV_PREFIX}CONFIG_FILE"
@@ -72,6 +73,9 @@ class Settings(BaseSettings):
     pulumi_passphrase: SecretStr | None = None
     """Encrypts stack secrets with the passphrase secrets provider."""
     pulumi_project: str = "aideploy"
+    serving_image: str | None = None
+    """Container image of the serving runtime that cloud deployments run (``serving/Dockerfile``,
+    pushed to a registry the target can pull from)."""
     crd_schema_dir: Path | None = None
     """Folder of KEDA CRD YAML files that rendered manifests are validated against."""
 
@@ -85,6 +89,23 @@ class Settings(BaseSettings):
     admin_password: SecretStr | None = None
     cors_allowed_origins: list[str] = Field(default_factory=list)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # --- analytics ----------------------------------------------------------------------
+    api_public_url: str | None = None
+    """Where deployments reach this API to report usage; default ``http://<api_host>:<api_port>``
+    (enough for local deployments; cloud deployments need an address they can reach)."""
+    usage_report_interval_seconds: Annotated[int, Field(ge=1, le=3600)] = 60
+    """How often deployments push their usage to the API."""
+    usage_minute_retention_days: Annotated[int, Field(ge=1, le=90)] = 7
+    """Per-minute usage is kept this long (to judge thresholds per minute); hourly rows stay."""
+    analytics_error_rate_threshold: Annotated[float, Field(gt=0, le=100)] = 5.0
+    """Percent of failed requests in an interval that is reported as an anomaly."""
+    analytics_latency_threshold_ms: Annotated[float, Field(gt=0)] = 1000.0
+    """Mean latency in an interval that is reported as an anomaly."""
+    analytics_reference_cloud: Cloud = Cloud.AWS
+    """Local deployments are priced as the same usage in this cloud's default region."""
+    api_token: SecretStr | None = None
+    """Bearer token the command line's API clients (``aideploy analytics``) send."""
 
     @field_validator("data_dir", "crd_schema_dir", "config_file", mode="after")
     @classmethod
@@ -160,3 +181,9 @@ def load_settings(**overrides: Any) -> Settings:
         raise FileNotFoundError(f"{_CONFIG_FILE_VARIABLE}: no settings file at {config_file}")
     overrides.setdefault("config_file", config_file)
     return Settings(**overrides)
+
+
+def child_process_environment(extra: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment plus ``extra``, for a child process (the local runner's
+    serving processes); here because this module is the only reader of the environment."""
+    return {**os.environ, **extra}
