@@ -82,6 +82,18 @@ class OptimizationJobHandler:
                 "targets_met": result.targets_met,
                 "unmet_targets": unmet,
                 "report_path": f"{location}/{_relative(result.report, work_dir)}",
+                "notes": list(result.notes),
+                "candidates": [
+                    {
+                        "name": candidate.name,
+                        "precision": candidate.precision,
+                        "size_reduction_percentage": candidate.size_reduction_percentage,
+                        "latency_reduction_percentage": candidate.latency_reduction_percentage,
+                        "accuracy_change_percentage": candidate.accuracy.change_pp,
+                        "targets_met": candidate.targets_met,
+                    }
+                    for candidate in result.candidates
+                ],
             }
             stored.status_reason = (
                 None if result.targets_met else "targets not met: " + "; ".join(unmet)
