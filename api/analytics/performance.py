@@ -17,11 +17,12 @@ Consecutive anomalous intervals of one kind form one anomaly, reported once with
 
 from __future__ import annotations
 
-import math
-import statistics
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+
+import numpy as np
 
 from aideploy.schema import (
     Anomaly,
@@ -126,40 +127,56 @@ def _threshold_flags(samples: Sequence[UsageSample], limits: PerformanceThreshol
     return flags
 
 
-def _baseline(
-    series: Mapping[datetime, float], hour: datetime, limits: PerformanceThresholds
-) -> list[float]:
-    """Earlier values to judge ``hour`` by: the same hour of the week in previous weeks, else
-    the same hour of previous days, else the last day."""
-    same_weekly = [
-        series[week] for week in (hour - timedelta(weeks=k) for k in range(1, 5)) if week in series
-    ]
-    if len(same_weekly) >= 2:
-        return same_weekly
-    same_hour = [
-        series[day] for day in (hour - timedelta(days=k) for k in range(1, 8)) if day in series
-    ]
-    if len(same_hour) >= 3:
-        return same_hour
-    trailing = [series[past] for past in (hour - HOUR * k for k in range(1, 25)) if past in series]
-    return trailing if len(trailing) >= limits.min_baseline_hours else []
+_WEEKLY_LAGS = tuple(168 * k for k in range(1, 5))
+_DAILY_LAGS = tuple(24 * k for k in range(1, 8))
+_TRAILING_LAGS = tuple(range(1, 25))
 
 
-def _robust_z(
-    series: Mapping[datetime, float],
-    hour: datetime,
+def _lagged(series: np.ndarray, lags: Sequence[int]) -> np.ndarray:
+    """``result[i, j] = series[i - lags[j]]``, NaN before the series starts."""
+    result = np.full((len(series), len(lags)), np.nan)
+    for column, lag in enumerate(lags):
+        result[lag:, column] = series[: len(series) - lag] if lag < len(series) else []
+    return result
+
+
+def _baseline_stats(
+    series: np.ndarray, limits: PerformanceThresholds
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per hour, the median and MAD of the earlier values it is judged by: the same hour of the
+    week in previous weeks (2 or more), else the same hour of previous days (3 or more), else
+    the last day (``min_baseline_hours`` or more); NaN where there is no baseline. Missing
+    values (NaN in ``series``) do not count."""
+    median = np.full(len(series), np.nan)
+    mad = np.full(len(series), np.nan)
+    undecided = np.ones(len(series), dtype=bool)
+    for lags, needed in (
+        (_WEEKLY_LAGS, 2),
+        (_DAILY_LAGS, 3),
+        (_TRAILING_LAGS, limits.min_baseline_hours),
+    ):
+        window = _lagged(series, lags)
+        usable = undecided & (np.count_nonzero(~np.isnan(window), axis=1) >= needed)
+        if usable.any():
+            chosen = window[usable]
+            centre = np.nanmedian(chosen, axis=1)
+            median[usable] = centre
+            mad[usable] = np.nanmedian(np.abs(chosen - centre[:, None]), axis=1)
+        undecided &= ~usable
+    return median, mad
+
+
+def _z_scores(
+    series: np.ndarray,
     limits: PerformanceThresholds,
-    noise_floor: Callable[[float], float],
-) -> tuple[float, float] | None:
-    """The z-score of ``series[hour]`` against its baseline, and the baseline's median; ``None``
-    without enough baseline. ``noise_floor(median)`` is the least spread assumed."""
-    baseline = _baseline(series, hour, limits)
-    if not baseline:
-        return None
-    median = statistics.median(baseline)
-    mad = statistics.median(abs(item - median) for item in baseline)
-    sigma = max(_MAD_TO_SIGMA * mad, noise_floor(median))
-    return (series[hour] - median) / sigma, median
+    noise_floor: Callable[[np.ndarray], np.ndarray],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Robust z-scores of ``series`` against each hour's baseline (NaN without one), and the
+    baselines' medians; ``noise_floor(median)`` is the least spread assumed."""
+    median, mad = _baseline_stats(series, limits)
+    sigma = np.maximum(_MAD_TO_SIGMA * mad, noise_floor(median))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (series - median) / sigma, median
 
 
 def _statistical_flags(
@@ -169,44 +186,54 @@ def _statistical_flags(
     if not hourly:
         return []
     first, last = hourly[0].start, hourly[-1].start
-    present = {sample.start: sample for sample in hourly}
-    hours = [first + HOUR * k for k in range(int((last - first) / HOUR) + 1)]
-    # Hours without a sample had no traffic: they are zeros of the request series.
-    requests = {hour: float(present[hour].requests if hour in present else 0) for hour in hours}
-    judged = {
-        hour: sample for hour, sample in present.items() if sample.requests >= limits.min_requests
-    }
-    latency = {hour: sample.avg_latency_ms for hour, sample in judged.items()}
-    errors = {hour: sample.error_rate for hour, sample in judged.items()}
+    count = int((last - first) / HOUR) + 1
+    # Hours without a sample had no traffic: zeros of the request series, gaps of the others.
+    requests = np.zeros(count)
+    latency = np.full(count, np.nan)
+    errors = np.full(count, np.nan)
+    judged_requests = np.full(count, np.nan)
+    for sample in hourly:
+        index = int((sample.start - first) / HOUR)
+        requests[index] = sample.requests
+        if sample.requests >= limits.min_requests:
+            latency[index] = sample.avg_latency_ms
+            errors[index] = sample.error_rate
+            judged_requests[index] = sample.requests
+    settled = count if until is None else max(0, min(count, int((until - first) / HOUR)))
     flags: list[_Flag] = []
-    for hour in hours:
-        if until is not None and hour + HOUR > until:
-            break
-        found = _robust_z(requests, hour, limits, lambda median: max(1.0, math.sqrt(median)))
-        if found is not None and abs(found[0]) > limits.z_score:
-            z, median = found
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: no baseline there
+        request_z, request_median = _z_scores(
+            requests, limits, lambda median: np.maximum(1.0, np.sqrt(median))
+        )
+        latency_z, latency_median = _z_scores(latency, limits, lambda median: 0.05 * median + 0.1)
+
+        def binomial(median: np.ndarray) -> np.ndarray:
+            share = np.maximum(median, 100.0 / judged_requests) / 100.0
+            spread: np.ndarray = 100.0 * np.sqrt(share * (1 - share) / judged_requests)
+            return spread
+
+        error_z, error_median = _z_scores(errors, limits, binomial)
+    for index in range(settled):
+        hour = first + HOUR * index
+        z = request_z[index]
+        if abs(z) > limits.z_score:
             kind, verb = ("request_spike", "spiked") if z > 0 else ("request_drop", "dropped")
             message = (
-                f"Requests {verb} to {requests[hour]:.0f}/h (usual: {median:.0f}/h, "
-                f"z-score {z:+.1f})"
+                f"Requests {verb} to {requests[index]:.0f}/h "
+                f"(usual: {request_median[index]:.0f}/h, z-score {z:+.1f})"
             )
-            flags.append(_Flag(kind, hour, hour + HOUR, abs(z), message))
-        if hour not in judged:
-            continue
-        count = judged[hour].requests
-        found = _robust_z(latency, hour, limits, lambda median: 0.05 * median + 0.1)
-        if found is not None and found[0] > limits.z_score:
-            message = f"Latency rose to {latency[hour]:.1f}ms (usual: {found[1]:.1f}ms)"
-            flags.append(_Flag("latency_spike", hour, hour + HOUR, found[0], message))
-
-        def binomial(median: float, count: int = count) -> float:
-            share = max(median, 100.0 / count) / 100.0
-            return 100.0 * math.sqrt(share * (1 - share) / count)
-
-        found = _robust_z(errors, hour, limits, binomial)
-        if found is not None and found[0] > limits.z_score:
-            message = f"Error rate rose to {errors[hour]:.1f}% (usual: {found[1]:.1f}%)"
-            flags.append(_Flag("error_spike", hour, hour + HOUR, found[0], message))
+            flags.append(_Flag(kind, hour, hour + HOUR, abs(float(z)), message))
+        if latency_z[index] > limits.z_score:
+            message = (
+                f"Latency rose to {latency[index]:.1f}ms (usual: {latency_median[index]:.1f}ms)"
+            )
+            flags.append(
+                _Flag("latency_spike", hour, hour + HOUR, float(latency_z[index]), message)
+            )
+        if error_z[index] > limits.z_score:
+            message = f"Error rate rose to {errors[index]:.1f}% (usual: {error_median[index]:.1f}%)"
+            flags.append(_Flag("error_spike", hour, hour + HOUR, float(error_z[index]), message))
     return flags
 
 
