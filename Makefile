@@ -30,7 +30,7 @@ typecheck: install
 	$(VENV)/bin/mypy $(PACKAGES) tests benchmarks
 
 pytest: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not soak"
 
 # Benchmarks print a table and write JSON to benchmarks/results/.
 bench: bench-optimizer bench-serving bench-iac bench-api bench-analytics
@@ -51,6 +51,7 @@ bench-analytics: install
 	$(PY) benchmarks/analytics.py --postgres
 
 soak: install
+	$(PY) -m pytest -q -s -m soak tests/soak
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
