@@ -168,7 +168,7 @@ class DeploymentController(Controller):
     @get(
         "/{deployment_id:str}/events",
         operation_id="ListDeploymentEvents",
-        responses=documented_errors(401, 404),
+        responses=documented_errors(401, 404, 422),
         media_type="application/json",
     )
     async def list_events(
