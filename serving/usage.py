@@ -178,32 +178,52 @@ class UsageReporter:
         self.pending.append(self._minute.record(self._minute_totals, end))
         self._minute_totals = end
 
-    async def push(self, timeout: float = PUSH_TIMEOUT_SECONDS) -> None:
+    def open_minute(self) -> dict[str, Any] | None:
+        """The minute still being filled, as of the last sample; ``None`` when nothing happened.
+
+        Sent as a provisional copy so analytics are current within one interval rather than one
+        minute; the API keys minutes by instance and start, so the closed minute replaces it.
+        """
+        record = self._minute.record(self._minute_totals, self._last_totals)
+        return record if record["requests"] or record["instance_seconds"] else None
+
+    async def push(
+        self, timeout: float = PUSH_TIMEOUT_SECONDS, *, include_open_minute: bool = False
+    ) -> None:
         """Send the buffered minutes (in a worker thread); keep them if the API is unreachable."""
-        if self._pushing or not self.pending:
+        if self._pushing:
             return
         self._pushing = True
         try:
-            while self.pending:
-                batch = [
-                    self.pending[index]
-                    for index in range(min(len(self.pending), MAX_MINUTES_PER_PUSH))
-                ]
-                body = json.dumps({"instance_id": self._instance, "minutes": batch}).encode()
-                status = await asyncio.get_running_loop().run_in_executor(
-                    None, self._post, body, timeout
-                )
-                if status is None or status >= 500 or status in (401, 404, 429):
-                    return  # unreachable, failing, or not (yet) accepting: retry later
-                if status >= 400:
-                    log.error(
-                        "the API refused %d usage minute(s) (HTTP %d); dropped", len(batch), status
-                    )
-                sent = {id(item) for item in batch}  # the sampler may have dropped some meanwhile
-                while self.pending and id(self.pending[0]) in sent:
-                    self.pending.popleft()
+            if not await self._send_pending(timeout):
+                return
+            current = self.open_minute() if include_open_minute else None
+            if current is not None:
+                body = json.dumps({"instance_id": self._instance, "minutes": [current]}).encode()
+                await asyncio.get_running_loop().run_in_executor(None, self._post, body, timeout)
         finally:
             self._pushing = False
+
+    async def _send_pending(self, timeout: float) -> bool:
+        """Deliver the closed minutes in batches; False if the API could not take them now."""
+        while self.pending:
+            batch = [
+                self.pending[index] for index in range(min(len(self.pending), MAX_MINUTES_PER_PUSH))
+            ]
+            body = json.dumps({"instance_id": self._instance, "minutes": batch}).encode()
+            status = await asyncio.get_running_loop().run_in_executor(
+                None, self._post, body, timeout
+            )
+            if status is None or status >= 500 or status in (401, 404, 429):
+                return False  # unreachable, failing, or not (yet) accepting: retry later
+            if status >= 400:
+                log.error(
+                    "the API refused %d usage minute(s) (HTTP %d); dropped", len(batch), status
+                )
+            sent = {id(item) for item in batch}  # the sampler may have dropped some meanwhile
+            while self.pending and id(self.pending[0]) in sent:
+                self.pending.popleft()
+        return True
 
     def _post(self, body: bytes, timeout: float) -> int | None:
         """POST the report; the HTTP status, or ``None`` when the API could not be reached."""
@@ -234,7 +254,7 @@ class UsageReporter:
                 self.sample()
                 if time.monotonic() >= next_push:
                     next_push = time.monotonic() + self._interval
-                    await self.push()
+                    await self.push(include_open_minute=True)
             except Exception:  # reporting must never stop, nor take the server down
                 log.exception("usage reporting failed; it goes on at the next interval")
 

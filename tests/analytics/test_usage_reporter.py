@@ -114,6 +114,28 @@ async def test_minutes_wait_while_the_api_is_down(clock: Clock, fake_api: FakeAp
     assert len(fake_api.minutes) == 3
 
 
+async def test_the_open_minute_goes_out_provisionally(clock: Clock, fake_api: FakeApi) -> None:
+    """Analytics need not wait for the minute to end; the closed minute later replaces it."""
+    metrics = Metrics()
+    reporter = UsageReporter(metrics, fake_api.url, "dpl_token", 1)
+    await reporter.push(include_open_minute=True)
+    assert fake_api.reports == []  # nothing happened yet: nothing to say
+    metrics.model("m").record(200, 0.01)
+    clock.now += 20
+    reporter.sample()
+    await reporter.push(include_open_minute=True)
+    assert not reporter.pending  # the minute is still open, so it is not buffered
+    [provisional] = fake_api.minutes
+    assert (provisional["requests"], provisional["instance_seconds"]) == (1, pytest.approx(20))
+    metrics.model("m").record(200, 0.01)
+    clock.now += 30  # the minute's boundary (the clock started 10 s into it): it closes
+    reporter.sample()
+    await reporter.push()
+    final = fake_api.minutes[-1]
+    assert final["start"] == provisional["start"]
+    assert (final["requests"], final["instance_seconds"]) == (2, pytest.approx(50))
+
+
 async def test_unreachable_api_and_a_bounded_buffer(clock: Clock) -> None:
     reporter = UsageReporter(Metrics(), "http://127.0.0.1:9/usage", "t", 60, buffer_minutes=4)
     clock.now += 60 * 10
