@@ -83,7 +83,7 @@ def optimize_command(
     """Quantize, prune or graph-optimize a model and measure what it gains and costs."""
     from pydantic import ValidationError
 
-    from aideploy.cli import fail
+    from aideploy.console import fail
     from aideploy.errors import AideployError
     from aideploy.schema import OptimizationOptions, OptimizationRequest, field_errors
 

@@ -50,6 +50,9 @@ class LatencyStats(BaseModel):
     p50_ms: float
     p90_ms: float
     runs: int
+    ratio_to_first: float = 1.0
+    """Median over rounds of this run's time divided by the first session's run in the same
+    round: a paired comparison that cancels load changing between rounds on a shared CPU."""
 
 
 class AccuracyResult(BaseModel):
@@ -115,7 +118,8 @@ def compare_latency(
     """Latency of every session at every batch size, interleaved; ``result[session][batch]``.
 
     Runs continue past ``min_runs`` until ``budget_seconds`` (per batch size) or ``max_runs``;
-    the order alternates each round so neither model always runs on a warmer cache.
+    the order alternates each round so neither model always runs on a warmer cache. Each
+    session's ``ratio_to_first`` compares it with the first session round by round.
     """
     import numpy as np
 
@@ -139,6 +143,7 @@ def compare_latency(
             round_index += 1
             if should_stop is not None and round_index % 10 == 0:
                 should_stop()
+        first = np.asarray(timings[0])
         for index, samples in enumerate(timings):
             values = np.asarray(samples)
             results[index].append(
@@ -147,6 +152,7 @@ def compare_latency(
                     p50_ms=float(np.median(values)),
                     p90_ms=float(np.percentile(values, 90)),
                     runs=len(samples),
+                    ratio_to_first=float(np.median(values / first)),
                 )
             )
     return results

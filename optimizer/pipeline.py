@@ -78,7 +78,7 @@ REPORT_NAME = "report.json"
 DEFAULT_MAX_ACCURACY_DROP = 1.0
 """``auto`` without ``max_accuracy_drop`` loses at most this many points of the metric."""
 DEFAULT_SPARSITY = 0.5
-_CACHE_VERSION = "3"
+_CACHE_VERSION = "4"
 _SENSITIVITY_SAMPLES = 16
 _REFINE_GOAL_PP = 0.5
 """Without a floor, auto still spends size-neutral precision on sensitive layers down to this."""
@@ -86,7 +86,7 @@ _SIZE_TIE = 0.01
 """Without targets, candidates within 1% of the original size of the smallest count as equal."""
 _MAX_KEPT_LAYERS = (1, 2, 3, 4, 6, 8, 12, 16)
 _NOT_SLOWER_TOLERANCE = 1.0
-"""Optimized p50 must be at most this times the original's at every batch size."""
+"""The paired latency ratio to the original must be at most this at every batch size."""
 
 
 class ProgressEvent(BaseModel):
@@ -110,7 +110,8 @@ class CandidateReport(BaseModel):
     latency: list[LatencyStats]
     original_latency: list[LatencyStats]
     latency_reduction_percentage: float
-    """The smallest reduction over the requested batch sizes (negative = slower)."""
+    """The smallest reduction over the requested batch sizes (negative = slower), from the
+    paired per-round ratio to the original (see ``LatencyStats.ratio_to_first``)."""
     accuracy: AccuracyResult
     targets_met: bool
     unmet_targets: list[str]
@@ -522,8 +523,7 @@ def _measure_candidates(
             latency=latency,
             original_latency=timings[0],
             latency_reduction_percentage=min(
-                100.0 * (1 - mine.p50_ms / theirs.p50_ms)
-                for mine, theirs in zip(latency, timings[0], strict=True)
+                100.0 * (1 - stats.ratio_to_first) for stats in latency
             ),
             accuracy=accuracy,
             targets_met=False,
@@ -568,10 +568,7 @@ def _unmet_targets(context: _Context, report: CandidateReport) -> list[str]:
 
 
 def _slower(report: CandidateReport) -> bool:
-    return any(
-        mine.p50_ms > theirs.p50_ms * _NOT_SLOWER_TOLERANCE
-        for mine, theirs in zip(report.latency, report.original_latency, strict=True)
-    )
+    return any(stats.ratio_to_first > _NOT_SLOWER_TOLERANCE for stats in report.latency)
 
 
 # --- mixed precision by sensitivity -------------------------------------------------------------

@@ -173,3 +173,15 @@ def inspect_model_signature() -> list:  # type: ignore[type-arg]
     from optimizer.model_info import TensorSpec
 
     return [TensorSpec(name="x", datatype="FP32", shape=[-1, 2])]
+
+
+def test_latency_is_interleaved_and_paired(mlp_onnx: Path) -> None:
+    from optimizer.measure import compare_latency, make_session
+
+    data = generate_dataset(inspect_model(mlp_onnx).inputs, samples=4)
+    sessions = [make_session(mlp_onnx, 1), make_session(mlp_onnx, 1)]
+    first, second = compare_latency(sessions, data, [1, 3], min_runs=20, budget_seconds=0.1)
+    assert [stats.batch_size for stats in first] == [1, 3]
+    assert all(stats.ratio_to_first == 1.0 and stats.runs >= 20 for stats in first)
+    assert all(0.3 < stats.ratio_to_first < 3.0 for stats in second)
+    assert all(stats.p90_ms >= stats.p50_ms > 0 for stats in [*first, *second])
