@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 from pydantic import ValidationError
@@ -17,9 +17,15 @@ from rich.console import Console
 from rich.table import Table
 
 from aideploy import __version__
+from aideploy.console import err_console, settings_or_fail
 from aideploy.errors import AideployError
 from aideploy.schema import field_errors
-from aideploy.settings import ENV_PREFIX, Settings, load_settings
+from aideploy.settings import ENV_PREFIX
+from aideploy_iac.cli import synth
+from api.analytics.cli import analytics_app
+from api.cli import demo, serve_api, users_app
+from optimizer.cli import optimize_command
+from serving.cli import serve_command
 
 app = typer.Typer(
     name="aideploy",
@@ -30,28 +36,6 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Inspect the effective settings.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
-
-err_console = Console(stderr=True)
-
-
-def fail(message: str) -> NoReturn:
-    """Report a user error as one line on stderr and exit with code 2."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code=2)
-
-
-def settings_or_fail() -> Settings:
-    """Load the settings, turning a bad variable or file into one line naming it."""
-    try:
-        return load_settings()
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{ENV_PREFIX}{error.field.upper().replace('.', '__')}: {error.message}"
-            for error in field_errors(exc)
-        )
-        fail(f"invalid settings: {problems}")
-    except (FileNotFoundError, ValueError) as exc:
-        fail(str(exc))
 
 
 def _version_callback(value: bool) -> None:
@@ -100,17 +84,15 @@ def config_show(
 
 
 # --- subcommands of the platform's parts ---------------------------------------------------
-# Each part registers its commands below with one line; its cli module imports nothing heavy at
-# top level (import onnxruntime, torch, litestar... inside the command function).
-from api.cli import demo, serve_api, users_app  # noqa: E402 - registered after fail() exists
-
+# Each part's cli module imports nothing heavy at top level (onnxruntime, torch, litestar... are
+# imported inside the command function), so a missing extra only matters to its own command.
 app.command("api")(serve_api)
 app.command("demo")(demo)
 app.add_typer(users_app, name="users")
-app.command("optimize")(__import__("optimizer.cli").cli.optimize_command)
-app.command("serve")(__import__("serving.cli").cli.serve_command)
-app.command("synth")(__import__("aideploy_iac.cli").cli.synth)
-app.add_typer(__import__("api.analytics.cli").analytics.cli.analytics_app, name="analytics")
+app.command("optimize")(optimize_command)
+app.command("serve")(serve_command)
+app.command("synth")(synth)
+app.add_typer(analytics_app, name="analytics")
 
 
 def main() -> None:

@@ -117,7 +117,7 @@ def synth(
     ] = None,
 ) -> None:
     """Run deployments under Pulumi's mock engine and print the resources they would create."""
-    from aideploy.cli import fail
+    from aideploy.console import fail
     from aideploy.errors import AideployError
     from aideploy_iac.document import load_documents
     from aideploy_iac.synth import synthesize

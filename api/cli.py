@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from aideploy.cli import fail, settings_or_fail
+from aideploy.console import fail, settings_or_fail
 
 users_app = typer.Typer(help="Manage API users.", no_args_is_help=True)
 

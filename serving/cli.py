@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from aideploy.cli import fail
+from aideploy.console import fail
 
 __all__ = ["serve_command"]
 

@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from aideploy.cli import fail, settings_or_fail
+from aideploy.console import fail, settings_or_fail
 from aideploy.schema import (
     CostAnalysis,
     OptimizationSuggestions,
