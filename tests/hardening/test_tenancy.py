@@ -72,7 +72,7 @@ def app_routes(app: Litestar) -> set[tuple[str, str]]:
     return {
         (method, route.path)
         for route in app.routes
-        if isinstance(route, HTTPRoute) and not route.path.startswith(app.openapi_config.path)
+        if isinstance(route, HTTPRoute) and not route.path.startswith(str(app.openapi_config.path))
         for method in route.methods
         if method not in {"HEAD", "OPTIONS"}
     }
