@@ -8,7 +8,8 @@ outputs the mocks returned), as are the outputs components register and the stac
 Each call runs on a fresh worker thread with its own asyncio event loop: Pulumi keeps its runtime
 settings in context variables and drives RPCs on the thread's event loop, so a new thread gives
 every synthesis a clean runtime and never disturbs a caller's own running loop (the API calls
-this from inside one).
+this from inside one). Runs requested from several threads at once take turns (see
+``_ONE_AT_A_TIME``).
 """
 
 from __future__ import annotations
@@ -270,6 +271,11 @@ def _run_on_fresh_loop(
         loop.close()
 
 
+# The provider SDKs load modules lazily on first use, which is not thread-safe, and a run is
+# CPU-bound under the GIL anyway: runs from several threads take turns, losing no throughput.
+_ONE_AT_A_TIME = threading.Lock()
+
+
 def synthesize(
     program: Callable[[], object],
     *,
@@ -300,8 +306,9 @@ def synthesize(
             failure.append(exc)
 
     thread = threading.Thread(target=worker, name=f"aideploy-synth-{stack}", daemon=True)
-    thread.start()
-    thread.join(timeout)
+    with _ONE_AT_A_TIME:
+        thread.start()
+        thread.join(timeout)
     if thread.is_alive():
         raise SynthError(
             f"the program did not finish within {timeout:g} s under the mock engine "

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 
 import pulumi
 import pytest
 
 from aideploy.errors import InputError
 from aideploy_iac.deployment import ModelDeployment
-from aideploy_iac.synth import SynthError, UnmockedCallError, synthesize
+from aideploy_iac.synth import SynthError, SynthResult, UnmockedCallError, synthesize
 from stacks.config import DeploymentsConfig
 from stacks.programs import deployments
 from tests.iac.conftest import deployment_args
@@ -118,3 +119,20 @@ def test_a_program_that_never_finishes_times_out() -> None:
 
     with pytest.raises(SynthError, match=r"did not finish within 1 s"):
         synthesize(program, timeout=1)
+
+
+def test_concurrent_runs_do_not_mix() -> None:
+    """The API synthesizes several stacks at once from worker threads."""
+
+    def build(name: str) -> SynthResult:
+        return synthesize(
+            lambda: ModelDeployment(name, deployment_args(None)),  # type: ignore[arg-type]
+            stack=name,
+        )
+
+    names = [f"model-{index}" for index in range(4)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(build, names))
+    for name, result in zip(names, results, strict=True):
+        assert result.stack == name
+        assert {resource.name.split("-kubernetes")[0] for resource in result} == {name}
