@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from optimizer.data import Dataset, load_dataset
 from optimizer.errors import InvalidModelError
-from optimizer.model_info import ModelFormat, TensorSpec, inspect_model
+from optimizer.model_info import ModelFormat, TensorSpec, inspect_model, load_exported_program
 
 if TYPE_CHECKING:
     import torch
@@ -46,7 +46,7 @@ def to_onnx(path: Path, out_dir: Path, *, data: Path | Dataset | None = None) ->
         examples = _examples_from_data(info.inputs, data, path)
         _export_legacy(module, examples, info.inputs, target)
     else:
-        _export_program(torch.export.load(str(path)), info.inputs, target)
+        _export_program(load_exported_program(path), info.inputs, target)
     return target
 
 

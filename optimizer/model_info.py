@@ -9,6 +9,8 @@ rejected instead of unpickled.
 from __future__ import annotations
 
 import math
+import os
+import pickle
 import zipfile
 from enum import StrEnum
 from pathlib import Path
@@ -29,11 +31,17 @@ __all__ = [
     "TensorSpec",
     "external_data_files",
     "inspect_model",
+    "load_exported_program",
     "load_onnx",
 ]
 
 MAX_TENSOR_BYTES = 64 * 1024**3
 """A declared tensor larger than this is treated as a corrupt or hostile file."""
+
+MAX_INFLATED_BYTES = 256 * 1024**2
+"""Compressed members of a PyTorch archive may inflate to this much in total. torch stores
+tensors uncompressed (those may be any size); only code and metadata are deflated, and they are
+small, so more than this is a compression bomb."""
 
 _PICKLE_PROTOCOL_OPCODE = 0x80
 _ACCEPTED_PYTORCH = (
@@ -270,9 +278,11 @@ def pytorch_format(path: Path) -> ModelFormat:
     """Tell TorchScript from torch.export from a plain pickle by the archive's entries alone."""
     try:
         with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
+            members = archive.infolist()
     except (zipfile.BadZipFile, OSError) as exc:
         raise InvalidModelError(f"model: {path.name} is a damaged zip archive ({exc})") from None
+    _check_inflated_sizes(path, members)
+    names = [member.filename for member in members]
     if any(name.endswith("archive_format") for name in names):
         return ModelFormat.TORCH_EXPORT
     if any("/code/" in name for name in names) and any(
@@ -289,6 +299,40 @@ def pytorch_format(path: Path) -> ModelFormat:
     )
 
 
+def _check_inflated_sizes(path: Path, members: list[zipfile.ZipInfo]) -> None:
+    """Reject compression bombs from the zip directory, before anything is inflated."""
+    inflated = 0
+    for member in members:
+        if member.compress_type == zipfile.ZIP_STORED:
+            if member.file_size != member.compress_size:
+                raise InvalidModelError(
+                    f"model: {path.name} is a damaged zip archive (stored member "
+                    f"{member.filename!r} declares {member.file_size} bytes in "
+                    f"{member.compress_size})"
+                )
+            continue
+        inflated += member.file_size
+    if inflated > MAX_INFLATED_BYTES:
+        raise UnsafeModelError(
+            f"model: {path.name} is a compression bomb: its compressed members inflate to "
+            f"{inflated} bytes (at most {MAX_INFLATED_BYTES}); torch stores tensors uncompressed"
+        )
+
+
+def load_exported_program(path: Path) -> Any:
+    """``torch.export.load`` without arbitrary unpickling.
+
+    torch.export archives carry pickles (sample inputs, constants, pickled weights), and when
+    one fails torch's restricted unpickler ``torch.export.load`` retries it unrestricted, which
+    runs whatever code the pickle names. torch's own switch ``TORCH_FORCE_WEIGHTS_ONLY_LOAD``
+    (read by every ``torch.load``) keeps every load restricted; aideploy never needs more.
+    """
+    import torch
+
+    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+    return torch.export.load(str(path))
+
+
 def _inspect_pytorch_archive(path: Path) -> ModelInfo:
     model_format = pytorch_format(path)
     try:
@@ -302,7 +346,12 @@ def _inspect_pytorch_archive(path: Path) -> ModelInfo:
             module = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
             inputs, outputs = _torchscript_signature(module)
         else:
-            inputs, outputs = _exported_signature(torch.export.load(str(path)))
+            inputs, outputs = _exported_signature(load_exported_program(path))
+    except pickle.UnpicklingError:
+        raise UnsafeModelError(
+            f"model: {path.name} holds a pickle that only loads by running arbitrary code, "
+            "which is never done"
+        ) from None
     except (RuntimeError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InvalidModelError(
