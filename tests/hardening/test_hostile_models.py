@@ -1,0 +1,290 @@
+"""Hostile model files are rejected without running anything, through the inspector and through
+``POST /models``; nothing of a rejected or oversized upload is kept (artifacts nor staging)."""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import torch
+from onnx import TensorProto, helper
+
+from api.context import ApiContext
+from optimizer import inspect_model
+from optimizer.errors import InvalidModelError, UnsafeModelError
+from optimizer.model_info import MAX_INFLATED_BYTES
+from tests.api.conftest import Client, Upload, build_onnx_model
+from tests.hardening.live import LiveApi, upload_model
+
+
+class RunsCode:
+    """A pickle payload: unpickling it runs ``touch <marker>``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Callable[..., Any], tuple[str]]:
+        return (os.system, (f"touch {self.marker}",))
+
+
+class Doubler(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 2
+
+
+def rewrite_archive(source: Path, target: Path, replace: Callable[[str], bytes | None]) -> Path:
+    """Copy a zip archive, swapping the members ``replace`` returns bytes for."""
+    with zipfile.ZipFile(source) as original, zipfile.ZipFile(target, "w") as copy:
+        for member in original.infolist():
+            data = replace(member.filename)
+            copy.writestr(member, original.read(member.filename) if data is None else data)
+    return target
+
+
+def onnx_with_external(folder: Path, location: str) -> Path:
+    """A model whose weight lives in external data at ``location``."""
+    weight = helper.make_tensor("W", TensorProto.FLOAT, [4, 3], [0.0] * 12)
+    weight.data_location = TensorProto.EXTERNAL
+    del weight.float_data[:]
+    for key, value in (("location", location), ("offset", "0"), ("length", "48")):
+        entry = weight.external_data.add()
+        entry.key, entry.value = key, value
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["X", "W"], ["Y"])],
+        "external",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1, 3])],
+        initializer=[weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = folder / "external.onnx"
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+# --- ONNX ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["parent", "absolute", "symlink"])
+def test_external_data_outside_the_model_folder_is_never_read(tmp_path: Path, kind: str) -> None:
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(b"s" * 4096)
+    folder = tmp_path / "model"
+    folder.mkdir()
+    location = {"parent": "../secret.bin", "absolute": str(secret), "symlink": "link.bin"}[kind]
+    if kind == "symlink":
+        (folder / "link.bin").symlink_to(secret)
+    model = onnx_with_external(folder, location)
+
+    with pytest.raises(UnsafeModelError, match="outside the model's folder"):
+        inspect_model(model)
+
+
+def test_absurd_declared_tensor_sizes_are_rejected(tmp_path: Path) -> None:
+    huge = helper.make_tensor("W", TensorProto.FLOAT, [1], [0.0])
+    del huge.dims[:]
+    huge.dims.extend([2**31, 2**31, 2**20])
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["W"], ["Y"])],
+        "huge",
+        [],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
+        initializer=[huge],
+    )
+    path = tmp_path / "huge.onnx"
+    path.write_bytes(helper.make_model(graph).SerializeToString())
+
+    with pytest.raises(InvalidModelError, match="W"):
+        inspect_model(path)
+
+
+# --- PyTorch archives ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def torchscript(tmp_path: Path) -> Path:
+    path = tmp_path / "doubler.pt"
+    torch.jit.save(torch.jit.script(Doubler()), str(path))
+    return path
+
+
+@pytest.fixture
+def exported(tmp_path: Path) -> Path:
+    path = tmp_path / "doubler.pt2"
+    torch.export.save(torch.export.export(Doubler(), (torch.ones(2),)), str(path))
+    return path
+
+
+def test_a_torchscript_compression_bomb_is_rejected_before_inflating(
+    torchscript: Path, tmp_path: Path
+) -> None:
+    bomb = tmp_path / "bomb.pt"
+    with (
+        zipfile.ZipFile(torchscript) as original,
+        zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as copy,
+    ):
+        for member in original.infolist():
+            copy.writestr(member, original.read(member.filename))
+        # About 300 KB on disk, inflating to more than the limit.
+        with copy.open("doubler/code/padding.py", "w", force_zip64=True) as padding:
+            block = b" " * (16 * 1024**2)
+            for _ in range(MAX_INFLATED_BYTES // len(block) + 1):
+                padding.write(block)
+    assert bomb.stat().st_size < 2 * 1024**2
+
+    with pytest.raises(UnsafeModelError, match="compression bomb"):
+        inspect_model(bomb)
+
+
+def test_a_stored_member_lying_about_its_size_is_rejected(torchscript: Path) -> None:
+    data = bytearray(torchscript.read_bytes())
+    with zipfile.ZipFile(torchscript) as archive:
+        member = next(m for m in archive.infolist() if m.compress_type == zipfile.ZIP_STORED)
+    # Its central directory entry: signature, then the uncompressed size at byte 24.
+    name = member.filename.encode()
+    entry = data.find(b"PK\x01\x02")
+    while entry >= 0 and data[entry + 46 : entry + 46 + len(name)] != name:
+        entry = data.find(b"PK\x01\x02", entry + 4)
+    assert entry >= 0
+    data[entry + 24 : entry + 28] = (2**31).to_bytes(4, "little")
+    liar = torchscript.with_name("liar.pt")
+    liar.write_bytes(bytes(data))
+
+    with pytest.raises(InvalidModelError):
+        inspect_model(liar)
+
+
+@pytest.mark.parametrize("member", ["constants.pkl", "data.pkl"])
+def test_torchscript_pickles_that_run_code_never_run(
+    torchscript: Path, tmp_path: Path, member: str
+) -> None:
+    marker = tmp_path / "ran"
+    payload = pickle.dumps(RunsCode(marker), protocol=2)
+    hostile = rewrite_archive(
+        torchscript,
+        tmp_path / "hostile.pt",
+        lambda name: payload if name.endswith(member) else None,
+    )
+
+    with pytest.raises(InvalidModelError):
+        inspect_model(hostile)
+    assert not marker.exists()
+
+
+def test_torch_export_pickles_that_run_code_never_run(exported: Path, tmp_path: Path) -> None:
+    """torch.export.load retries a failed restricted unpickling unrestricted; aideploy does not."""
+    marker = tmp_path / "ran"
+    buffer = io.BytesIO()
+    torch.save({"x": RunsCode(marker)}, buffer)
+    hostile = rewrite_archive(
+        exported,
+        tmp_path / "hostile.pt2",
+        lambda name: buffer.getvalue() if name.endswith("sample_inputs/model.pt") else None,
+    )
+
+    with pytest.raises(UnsafeModelError, match="arbitrary code"):
+        inspect_model(hostile)
+    assert not marker.exists()
+    assert inspect_model(exported).format == "torch.export", "a genuine archive still loads"
+
+
+def test_a_plain_pickle_is_rejected_unread(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    path = tmp_path / "model.pt"
+    path.write_bytes(pickle.dumps(RunsCode(marker)))
+    with pytest.raises(UnsafeModelError, match="pickle"):
+        inspect_model(path)
+    path = tmp_path / "saved.pt"
+    torch.save(RunsCode(marker), str(path))
+    with pytest.raises(UnsafeModelError, match="pickle"):
+        inspect_model(path)
+    assert not marker.exists()
+
+
+# --- through the API -------------------------------------------------------------------------
+
+
+def files_under(data_dir: Path) -> list[Path]:
+    """Every file of the artifact store's folder and the upload staging folder."""
+    folders = [data_dir / "staging", data_dir / "artifacts"]
+    return sorted(path for folder in folders if folder.exists() for path in folder.rglob("*"))
+
+
+async def test_hostile_uploads_are_422_and_leave_nothing(
+    client: Client,
+    context: ApiContext,
+    alice: dict[str, str],
+    upload: Upload,
+    exported: Path,
+    tmp_path: Path,
+) -> None:
+    marker = tmp_path / "ran"
+    buffer = io.BytesIO()
+    torch.save({"x": RunsCode(marker)}, buffer)
+    hostile_export = rewrite_archive(
+        exported,
+        tmp_path / "hostile.pt2",
+        lambda name: buffer.getvalue() if name.endswith("sample_inputs/model.pt") else None,
+    )
+    pickled = tmp_path / "pickled.pt"
+    pickled.write_bytes(pickle.dumps(RunsCode(marker)))
+    escaping = onnx_with_external(tmp_path, "../../etc/passwd")
+    before = files_under(context.settings.data_dir)
+
+    for path, framework in ((hostile_export, "pytorch"), (pickled, "pytorch"), (escaping, "onnx")):
+        response = await upload(alice, path=path, framework=framework)
+        assert response.status_code == 422, response.text
+        assert response.json()["errors"][0]["field"] == "file", response.text
+
+    assert not marker.exists()
+    assert files_under(context.settings.data_dir) == before
+    assert (await client.get("/models", headers=alice)).json() == []
+
+
+def test_an_upload_over_the_limit_is_413_and_leaves_nothing(tmp_path: Path) -> None:
+    """Streamed to a real server without a Content-Length (chunked), so the limit is enforced
+    while the bytes arrive, not from a declared length."""
+    limit = 1024 * 1024
+    api = LiveApi(tmp_path / "data", extra_env={"AIDEPLOY_MAX_UPLOAD_BYTES": str(limit)})
+    api.data_dir.mkdir()
+    api.start()
+    try:
+        headers = api.headers()
+        model = build_onnx_model(tmp_path / "tiny.onnx")
+        upload_model(api, headers, model)  # one model kept: the failed upload must not touch it
+        before = files_under(api.data_dir)
+        oversized = model.read_bytes() + b"\0" * (4 * limit)
+        boundary = "hardening-boundary"
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="name"\r\n\r\nbig\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="framework"\r\n\r\nonnx\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+            'filename="big.onnx"\r\nContent-Type: application/octet-stream\r\n\r\n'
+        ).encode()
+
+        def body() -> Iterator[bytes]:
+            yield head
+            for start in range(0, len(oversized), 64 * 1024):
+                yield oversized[start : start + 64 * 1024]
+            yield f"\r\n--{boundary}--\r\n".encode()
+
+        response = httpx.post(
+            f"{api.url}/models",
+            content=body(),
+            headers={**headers, "Content-Type": f"multipart/form-data; boundary={boundary}"},
+            timeout=60,
+        )
+        assert response.status_code == 413, response.text
+        assert response.json()["status_code"] == 413
+        assert files_under(api.data_dir) == before
+        names = [m["name"] for m in httpx.get(f"{api.url}/models", headers=headers).json()]
+        assert names == ["tiny"]
+    finally:
+        api.stop()
