@@ -20,8 +20,8 @@ import resource
 import sys
 import time
 from dataclasses import asdict, dataclass
-from importlib import metadata
 from datetime import UTC, datetime
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
