@@ -7,6 +7,7 @@ bug: it is logged with its traceback and answered with a generic 500 body.
 
 from __future__ import annotations
 
+import errno
 import logging
 from typing import Any
 
@@ -26,9 +27,11 @@ from litestar.status_codes import (
     HTTP_429_TOO_MANY_REQUESTS,
     HTTP_500_INTERNAL_SERVER_ERROR,
     HTTP_503_SERVICE_UNAVAILABLE,
+    HTTP_507_INSUFFICIENT_STORAGE,
 )
 from litestar.types import ExceptionHandlersMap
 from pydantic import BaseModel, ValidationError
+from sqlalchemy import exc as sql_errors
 
 from aideploy.errors import AideployError, InputError
 from aideploy.schema import FieldError, field_errors
@@ -124,13 +127,16 @@ _DESCRIPTIONS = {
     413: "The upload is larger than max_upload_bytes.",
     422: "A field does not fit; ``errors`` names each one.",
     429: "Too many failed logins; retry after the Retry-After seconds.",
-    503: "A dependency is missing or failing (the Pulumi CLI, the model checker).",
+    503: "A dependency is missing or failing (the database, the Pulumi CLI, the model "
+    "checker); retry later.",
+    507: "The server's disk is full; nothing of the upload was kept.",
 }
 
 
 def documented_errors(*status_codes: int) -> dict[int, ResponseSpec]:
-    """OpenAPI entries for the errors a route answers, all with :class:`ErrorBody`."""
-    codes = sorted({400, *status_codes})
+    """OpenAPI entries for the errors a route answers, all with :class:`ErrorBody`. Every route
+    documented here reads the database, so every one may answer 503 while it is unreachable."""
+    codes = sorted({400, 503, *status_codes})
     return {
         code: ResponseSpec(
             data_container=ErrorBody, description=_DESCRIPTIONS[code], generate_examples=False
@@ -191,6 +197,35 @@ def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Error
     return _respond(exc.status_code, str(exc.detail), headers=headers)
 
 
+_DATABASE_DOWN = "a service the API depends on (the database) is unreachable; retry shortly"
+
+
+def _database_error(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
+    """A lost or refused database connection is a 503 (it recovers by itself when the database
+    returns: the pool pings connections before use); any other database error is a bug."""
+    unreachable = isinstance(
+        exc, ConnectionError | sql_errors.OperationalError | sql_errors.InterfaceError
+    ) or (isinstance(exc, sql_errors.DBAPIError) and exc.connection_invalidated)
+    if not unreachable and not isinstance(exc, sql_errors.TimeoutError):
+        return _unexpected_error(request, exc)
+    log.warning("unreachable answering %s %s: %s", request.method, request.url.path, exc)
+    return _respond(HTTP_503_SERVICE_UNAVAILABLE, _DATABASE_DOWN)
+
+
+def _os_error(request: Request[Any, Any, Any], exc: OSError) -> Response[ErrorBody]:
+    """A full disk is a 507 (whatever was being written has been removed by its writer); a
+    refused or cut connection is the database's 503; anything else is a bug."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        log.error("disk full answering %s %s: %s", request.method, request.url.path, exc)
+        return _respond(
+            HTTP_507_INSUFFICIENT_STORAGE,
+            "the server's disk is full; nothing was kept, retry once space is freed",
+        )
+    if isinstance(exc, ConnectionError):
+        return _database_error(request, exc)
+    return _unexpected_error(request, exc)
+
+
 def _unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
     log.exception(
         "unexpected error answering %s %s", request.method, request.url.path, exc_info=exc
@@ -207,5 +242,8 @@ exception_handlers: ExceptionHandlersMap = {
     ValidationError: _pydantic_error,
     ValidationException: _litestar_validation_error,
     HTTPException: _http_error,
+    OSError: _os_error,
+    sql_errors.DBAPIError: _database_error,
+    sql_errors.TimeoutError: _database_error,
     Exception: _unexpected_error,
 }

@@ -81,7 +81,7 @@ class ModelController(Controller):
 
     @post(
         operation_id="UploadModel",
-        responses=documented_errors(401, 413, 422, 503),
+        responses=documented_errors(401, 413, 422, 503, 507),
         request_max_body_size=None,
         status_code=201,
         operation_class=_UploadOperation,
