@@ -78,7 +78,7 @@ REPORT_NAME = "report.json"
 DEFAULT_MAX_ACCURACY_DROP = 1.0
 """``auto`` without ``max_accuracy_drop`` loses at most this many points of the metric."""
 DEFAULT_SPARSITY = 0.5
-_CACHE_VERSION = "4"
+_CACHE_VERSION = "5"
 _SENSITIVITY_SAMPLES = 16
 _REFINE_GOAL_PP = 0.5
 """Without a floor, auto still spends size-neutral precision on sensitive layers down to this."""
@@ -373,8 +373,8 @@ def _int8_for(
 ) -> _Candidate:
     """The int8 recipe that is fast for this graph: static QDQ with convolutions, else dynamic.
 
-    ``sensitive`` layers get higher precision: fp32 in QDQ graphs, int8 weights with fp32
-    compute in dynamic ones (same size as int8). ``only`` quantizes that single layer, for the
+    ``sensitive`` layers get higher precision: fp32 in QDQ graphs, block-wise int8
+    (MatMulNBits, per-block activation scales) in dynamic ones, at about int8 size. ``only`` quantizes that single layer, for the
     sensitivity scan.
     """
     layers = quantizable_nodes(context.base, ("MatMul", "Gemm", "Conv")) if only else []
@@ -386,7 +386,7 @@ def _int8_for(
             "int8-static", Precision.INT8_STATIC.value, [StaticInt8(config, context.data)], note
         )
     config_dynamic = DynamicInt8Config(
-        exclude_nodes=others, weight_only_nodes=sensitive, quantize_embeddings=only is None
+        exclude_nodes=others, blockwise_nodes=sensitive, quantize_embeddings=only is None
     )
     return _Candidate("int8", Precision.INT8.value, [DynamicInt8(config_dynamic)])
 
@@ -602,9 +602,7 @@ def _refine_with_sensitivity(
         sensitive = tuple(name for name, _ in ranking[:kept])
         candidate = _int8_for(context, sensitive=sensitive)
         candidate.name = f"{candidate.name}-mixed-{kept}"
-        precision = (
-            "fp32" if candidate.name.startswith("int8-static") else "int8 weights, fp32 compute"
-        )
+        precision = "fp32" if candidate.name.startswith("int8-static") else "block-wise int8"
         candidate.notes.append(f"most sensitive layers in {precision}: {', '.join(sensitive)}")
         new_reports = _measure_candidates(context, [candidate], offset=len(candidates) + kept)
         if not new_reports:

@@ -186,10 +186,11 @@ class DynamicInt8Config(PassConfig):
     """Also store Gather tables (token embeddings) in int8: often half a transformer's size."""
     exclude_nodes: tuple[str, ...] = ()
     """Nodes left in fp32, e.g. the most sensitive layers a sensitivity scan found."""
-    weight_only_nodes: tuple[str, ...] = ()
-    """MatMuls whose weights are stored in int8 but computed in fp32 (DequantizeLinear + MatMul):
-    the size of int8 without quantizing their activations, which is where a sensitive layer's
-    error comes from. Costs the speed-up of those layers only."""
+    blockwise_nodes: tuple[str, ...] = ()
+    """Sensitive MatMuls quantized with ONNX Runtime's MatMulNBits at 8 bits instead: weight
+    scales per block of 32 and activations quantized per block at run time. Per-tensor
+    activation scales are what hurts layers with outlier channels (a transformer's FFN output
+    projection); per-block ones keep them nearly exact at int8 size and close to int8 speed."""
 
 
 class DynamicInt8(Pass[DynamicInt8Config]):
@@ -213,64 +214,29 @@ class DynamicInt8(Pass[DynamicInt8Config]):
             op_types_to_quantize=["MatMul"],
             use_external_data_format=needs_external_data(prepared),
             nodes_to_exclude=[
-                *(excluded := (*self.config.exclude_nodes, *self.config.weight_only_nodes)),
+                *(excluded := (*self.config.exclude_nodes, *self.config.blockwise_nodes)),
                 *(f"{name}_MatMul" for name in excluded),
             ],
             extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
         )
         prepared.unlink()
-        if self.config.weight_only_nodes:
-            names = set(self.config.weight_only_nodes)
-            names.update(f"{name}_MatMul" for name in self.config.weight_only_nodes)
-            save_model(int8_weight_only(_load_full(output), names), output)
+        if self.config.blockwise_nodes:
+            from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+            names = [*self.config.blockwise_nodes]
+            names += [f"{name}_MatMul" for name in self.config.blockwise_nodes]
+            quantizer = MatMulNBitsQuantizer(
+                _load_full(output),
+                bits=8,
+                block_size=32,
+                is_symmetric=True,
+                accuracy_level=4,
+                nodes_to_include=names,
+                op_types_to_quantize=("MatMul",),
+            )
+            quantizer.process()
+            save_model(quantizer.model.model, output)
         return output
-
-
-def int8_weight_only(model: onnx.ModelProto, node_names: set[str]) -> onnx.ModelProto:
-    """Store the named MatMuls' weights as int8 with per-column scales, computed in fp32.
-
-    The weight is rebuilt as ``Cast(int8) * scale`` from constants, which ONNX Runtime's
-    constant folding turns back into an fp32 weight once at session start (unlike
-    ``DequantizeLinear``, which it deliberately keeps and would run on every request). So the
-    file carries int8, inference pays nothing per request, and the layer's activations are
-    never quantized.
-    """
-    import numpy as np
-    import onnx
-    from onnx import helper, numpy_helper
-
-    weights = {tensor.name: tensor for tensor in model.graph.initializer}
-    rewritten: list[onnx.NodeProto] = []
-    for node in model.graph.node:
-        weight = (
-            weights.get(node.input[1]) if node.op_type == "MatMul" and len(node.input) > 1 else None
-        )
-        if node.name not in node_names or weight is None or len(weight.dims) != 2:
-            rewritten.append(node)
-            continue
-        values = numpy_helper.to_array(weight)
-        scales = (np.maximum(np.abs(values).max(axis=0), 1e-12) / 127.0).astype(np.float32)
-        quantized = np.clip(np.rint(values / scales), -127, 127).astype(np.int8)
-        base = f"{weight.name}_{node.name}_w8"
-        model.graph.initializer.extend(
-            [
-                numpy_helper.from_array(quantized, base),
-                numpy_helper.from_array(scales, f"{base}_scale"),
-            ]
-        )
-        rewritten.extend(
-            [
-                helper.make_node("Cast", [base], [f"{base}_cast"], to=onnx.TensorProto.FLOAT),
-                helper.make_node("Mul", [f"{base}_cast", f"{base}_scale"], [f"{base}_float"]),
-                helper.make_node(
-                    "MatMul", [node.input[0], f"{base}_float"], list(node.output), name=node.name
-                ),
-            ]
-        )
-    del model.graph.node[:]
-    model.graph.node.extend(rewritten)
-    _drop_unused_initializers(model)
-    return model
 
 
 # --- static int8 (QDQ) ------------------------------------------------------------------------
