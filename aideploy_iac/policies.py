@@ -4,7 +4,7 @@ One pure function per target turns a validated :class:`~aideploy_iac.args.Deploy
 :class:`TargetPlan`. Requests a target cannot express at all (a GPU on Lambda, a memory size
 outside Cloud Run's limits) raise :class:`~aideploy.errors.InputError` naming the field and the
 allowed values; requests it can run but not honour (spot on a serverless product) give a warning,
-so nothing is ever dropped silently. ``POLICIES.md`` is the table of these rules.
+so nothing is ever dropped silently. The README's policy table summarizes them.
 """
 
 from __future__ import annotations
