@@ -29,7 +29,7 @@ from api.context import ApiContext
 from api.db.engine import Database
 from api.dependencies import dependencies
 from api.deployments.controllers import DeploymentController
-from api.deployments.jobs import DeploymentJobHandler, hibernate_idle
+from api.deployments.jobs import DeploymentJobHandler, hibernate_idle, record_crash
 from api.deployments.service import restore_local_deployments
 from api.errors import exception_handlers
 from api.jobs.queue import JobKind, job_queue_for, recover_jobs, register_handler
@@ -84,7 +84,12 @@ def create_app(settings: Settings | None = None, *, runners: RunnerSet | None = 
         async with database.session() as session:
             await bootstrap_admin(session, settings)
         await context.jobs.start(context)
-        await context.runners.start(lambda deployment_id: hibernate_idle(context, deployment_id))
+        await context.runners.start(
+            lambda deployment_id: hibernate_idle(context, deployment_id),
+            lambda deployment_id, message, running: record_crash(
+                context, deployment_id, message, running
+            ),
+        )
         await recover_jobs(context)
         await restore_local_deployments(context)
         try:

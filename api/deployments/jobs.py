@@ -172,6 +172,29 @@ class DeploymentJobHandler:
                 row.status_reason = f"{operation.value} failed: {reason}"
 
 
+async def record_crash(
+    context: ApiContext, deployment_id: str, message: str, running: bool
+) -> None:
+    """The local runner restarted a crashed server (an event), or gave up (the deployment is
+    failed with the reason)."""
+    async with context.database.session() as session:
+        row = await session.get(DeploymentRow, deployment_id)
+        if row is None or row.status != S.ACTIVE.value:
+            return
+        if not running:
+            row.status = S.FAILED.value
+            row.status_reason = message
+        session.add(
+            DeploymentEventRow(
+                deployment_id=deployment_id,
+                operation_id="supervisor",
+                kind="server-restarted" if running else "server-failed",
+                message=message,
+                data={},
+            )
+        )
+
+
 async def hibernate_idle(context: ApiContext, deployment_id: str) -> None:
     """The local runner stopped an idle deployment by itself: record it as hibernated."""
     async with context.database.session() as session:

@@ -26,6 +26,7 @@ from aideploy.errors import AideployError
 from aideploy.settings import Settings
 from api.runners.base import (
     ApplyOutcome,
+    CrashCallback,
     DeploymentPlan,
     EventSink,
     IdleCallback,
@@ -108,7 +109,7 @@ class AutomationRunner:
                 "encrypt stack secrets; set it and restart the API"
             )
 
-    async def start(self, on_idle: IdleCallback) -> None:
+    async def start(self, on_idle: IdleCallback, on_crash: CrashCallback | None = None) -> None:
         """Clouds scale to zero by themselves; there is nothing to supervise here."""
 
     async def apply(self, plan: DeploymentPlan, on_event: EventSink) -> ApplyOutcome:

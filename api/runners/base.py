@@ -30,6 +30,10 @@ EventSink = Callable[[RunnerEvent], None]
 IdleCallback = Callable[[str], Awaitable[None]]
 """Told the id of a deployment the runner hibernated by itself after its idle timeout."""
 
+CrashCallback = Callable[[str, str, bool], Awaitable[None]]
+"""Told (deployment id, what happened, whether it runs again) when a deployment's server died
+and the runner restarted it, or gave up after too many restarts."""
+
 
 @dataclass(frozen=True)
 class DeploymentPlan:
@@ -58,7 +62,7 @@ class ApplyOutcome:
 
 
 class Runner(Protocol):
-    async def start(self, on_idle: IdleCallback) -> None:
+    async def start(self, on_idle: IdleCallback, on_crash: CrashCallback | None = None) -> None:
         """Begin any background supervision (the local runner watches its processes)."""
 
     def check_available(self) -> None:
@@ -89,8 +93,8 @@ class RunnerSet:
         """``None``: the program picks the cloud (multi-cloud placement), so a cloud runner."""
         return self.local if target is not None and target.cloud is Cloud.LOCAL else self.cloud
 
-    async def start(self, on_idle: IdleCallback) -> None:
-        await self.local.start(on_idle)
+    async def start(self, on_idle: IdleCallback, on_crash: CrashCallback | None = None) -> None:
+        await self.local.start(on_idle, on_crash)
         if self.cloud is not self.local:
             await self.cloud.start(on_idle)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import os
@@ -35,7 +36,14 @@ import anyio.to_thread
 
 from aideploy.errors import AideployError
 from aideploy.settings import Settings, child_process_environment
-from api.runners.base import ApplyOutcome, DeploymentPlan, EventSink, IdleCallback, RunnerEvent
+from api.runners.base import (
+    ApplyOutcome,
+    CrashCallback,
+    DeploymentPlan,
+    EventSink,
+    IdleCallback,
+    RunnerEvent,
+)
 
 log = logging.getLogger("aideploy.api.local")
 
@@ -75,6 +83,39 @@ class _Served:
     @property
     def running(self) -> bool:
         return bool(self.processes) and all(p.poll() is None for p in self.processes)
+
+
+def _reap_leftovers(pid_file: Path) -> None:
+    """Kill the servers an earlier API process started for this deployment and never stopped
+    (it was killed): they would hold the endpoint's port and serve unsupervised. A pid is only
+    killed while ``/proc`` still shows the recorded command (pids are reused)."""
+    try:
+        recorded = json.loads(pid_file.read_text())
+    except (OSError, ValueError):
+        return
+    for entry in recorded:
+        proc = Path(f"/proc/{entry['pid']}")
+        try:
+            command = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
+        except OSError:
+            continue  # gone already
+        if command != entry["command"]:
+            continue
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(entry["pid"], signal.SIGKILL)  # its own session: the server and children
+        deadline = time.monotonic() + _STOP_GRACE_SECONDS
+        while time.monotonic() < deadline and _alive(proc):
+            time.sleep(0.05)
+        log.warning("stopped server %s left running by an earlier API process", entry["pid"])
+    pid_file.unlink(missing_ok=True)
+
+
+def _alive(proc: Path) -> bool:
+    """The process exists and is not a zombie (a killed orphan waits for init to reap it)."""
+    try:
+        return (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -186,20 +227,32 @@ class LocalRunner:
         self._locks: dict[str, asyncio.Lock] = {}
         self._supervisor: asyncio.Task[None] | None = None
         self._on_idle: IdleCallback | None = None
+        self._on_crash: CrashCallback | None = None
 
     def check_available(self) -> None:
         """Always available: the serving runtime is part of this installation."""
 
-    async def start(self, on_idle: IdleCallback) -> None:
+    async def start(self, on_idle: IdleCallback, on_crash: CrashCallback | None = None) -> None:
         self._on_idle = on_idle
+        self._on_crash = on_crash
         self._supervisor = asyncio.create_task(self._supervise(), name="local-supervisor")
 
     def _lock(self, deployment_id: str) -> asyncio.Lock:
         return self._locks.setdefault(deployment_id, asyncio.Lock())
 
+    def _pid_file(self, deployment_id: str) -> Path:
+        """The running servers' pids and commands, beside the deployment's log."""
+        return self._logs / f"{deployment_id}.pids"
+
+    async def _reap_unknown(self, deployment_id: str) -> None:
+        """Servers of a deployment this process did not start are an earlier process's."""
+        if deployment_id not in self._served:
+            await anyio.to_thread.run_sync(_reap_leftovers, self._pid_file(deployment_id))
+
     async def apply(self, plan: DeploymentPlan, on_event: EventSink) -> ApplyOutcome:
         deployment = plan.deployment
         async with self._lock(deployment.id):
+            await self._reap_unknown(deployment.id)
             port = int(plan.runtime.get("port") or 0) or free_port()
             endpoint = f"http://{_HOST}:{port}"
             if plan.hibernated:
@@ -270,6 +323,7 @@ class LocalRunner:
 
     async def destroy(self, plan: DeploymentPlan, on_event: EventSink) -> None:
         async with self._lock(plan.deployment.id):
+            await self._reap_unknown(plan.deployment.id)
             served = self._served.pop(plan.deployment.id, None)
             if served is not None:
                 await self._stop(served, on_event)
@@ -331,6 +385,14 @@ class LocalRunner:
                 )
                 for command in served.commands
             ]
+        self._pid_file(served.deployment_id).write_text(
+            json.dumps(
+                [
+                    {"pid": process.pid, "command": command}
+                    for process, command in zip(served.processes, served.commands, strict=True)
+                ]
+            )
+        )
         served.last_traffic = time.monotonic()
         served.last_requests = -1.0
         try:
@@ -405,6 +467,7 @@ class LocalRunner:
                 process.kill()
                 process.wait()
         served.processes = []
+        self._pid_file(served.deployment_id).unlink(missing_ok=True)
 
     async def _supervise(self) -> None:
         while True:
@@ -435,17 +498,29 @@ class LocalRunner:
         """An instance died: restart the deployment's servers (a few times, then leave it)."""
         await self._stop(served, lambda _event: None)
         if served.restarts >= _MAX_RESTARTS:
-            log.error(
-                "deployment %s: the server exited (%s) %d times; left stopped: %s",
-                served.deployment_id, exit_code, served.restarts, _last_log_line(served.log_path),
-            )  # fmt: skip
+            message = (
+                f"the server exited ({exit_code}) {served.restarts + 1} times; left stopped: "
+                f"{_last_log_line(served.log_path)}"
+            )
+            log.error("deployment %s: %s", served.deployment_id, message)
+            await self._report_crash(served, message, running=False)
             return
         served.restarts += 1
-        log.warning(
-            "deployment %s: the server exited with %s; restarting (%d/%d)",
-            served.deployment_id, exit_code, served.restarts, _MAX_RESTARTS,
-        )  # fmt: skip
-        await self._launch(served, lambda _event: None)
+        message = (
+            f"the server exited with {exit_code}; restarted ({served.restarts}/{_MAX_RESTARTS})"
+        )
+        log.warning("deployment %s: %s", served.deployment_id, message)
+        try:
+            await self._launch(served, lambda _event: None)
+        except Exception as exc:
+            message = f"the server exited with {exit_code} and did not come back: {exc}"
+            await self._report_crash(served, message, running=False)
+            raise
+        await self._report_crash(served, message, running=True)
+
+    async def _report_crash(self, served: _Served, message: str, *, running: bool) -> None:
+        if self._on_crash is not None:
+            await self._on_crash(served.deployment_id, message, running)
 
     async def _check_idle(self, served: _Served) -> None:
         now = time.monotonic()

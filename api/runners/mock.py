@@ -14,6 +14,7 @@ from aideploy.settings import Settings
 from aideploy_iac.synth import SynthResult, synthesize
 from api.runners.base import (
     ApplyOutcome,
+    CrashCallback,
     DeploymentPlan,
     EventSink,
     IdleCallback,
@@ -31,7 +32,7 @@ class MockEngineRunner:
     def check_available(self) -> None:
         """The mock engine needs no CLI and no cloud account."""
 
-    async def start(self, on_idle: IdleCallback) -> None:
+    async def start(self, on_idle: IdleCallback, on_crash: CrashCallback | None = None) -> None:
         """Nothing runs between operations under the mock engine."""
 
     async def apply(self, plan: DeploymentPlan, on_event: EventSink) -> ApplyOutcome:
