@@ -5,10 +5,12 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-import asyncpg
 import pytest
+from sqlalchemy import select
 
 from aideploy.settings import Settings
+from api.db.engine import Database
+from api.db.tables import JobRow
 from tests.api.conftest import Client
 from tests.hardening.concurrency import FINAL_JOB_STATES, check_consistency, run_clients
 
@@ -32,27 +34,25 @@ def settings(settings: Settings) -> Settings:
     )
 
 
-async def assert_jobs_final(database_url: str) -> None:
-    connection = await asyncpg.connect(
-        database_url.replace("postgresql+asyncpg://", "postgresql://")
-    )
+async def assert_jobs_final(settings: Settings) -> None:
+    """Every job in the database ended (through an engine of its own, off the app's loop)."""
+    database = Database(settings.effective_database_url)
     try:
-        states = {
-            row["status"] for row in await connection.fetch("SELECT DISTINCT status FROM jobs")
-        }
+        async with database.session() as session:
+            states = set(await session.scalars(select(JobRow.status).distinct()))
     finally:
-        await connection.close()
+        await database.dispose()
     assert states <= FINAL_JOB_STATES, states
 
 
 @pytest.mark.postgres
 async def test_fifty_clients_lose_nothing(
-    client: Client, alice: dict[str, str], onnx_model: Path, database_url: str
+    client: Client, alice: dict[str, str], onnx_model: Path, settings: Settings
 ) -> None:
     ledger = await run_clients(client, alice, onnx_model, CLIENTS, SECONDS)
 
     print(f"\n{CLIENTS} clients, {SECONDS} s: {ledger.requests} requests; {dict(ledger.answers)}")
     await check_consistency(client, alice, ledger)
-    await assert_jobs_final(database_url)
+    await assert_jobs_final(settings)
     assert ledger.answers[("update", 409)] > 0, "operations on one deployment collided"
     assert ledger.answers[("update", 202)] > 0
