@@ -10,7 +10,7 @@ from tests.api.conftest import build_onnx_model
 from tests.hardening.fuzzing import fuzz
 from tests.hardening.live import LiveApi, upload_model
 
-pytestmark = pytest.mark.soak
+pytestmark = [pytest.mark.soak, pytest.mark.timeout(1800)]
 
 EXAMPLES_PER_OPERATION = 60
 
