@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from litestar import Litestar, get
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
+from litestar.handlers import HTTPRouteHandler
 from litestar.logging import LoggingConfig
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
@@ -31,7 +32,7 @@ from api.dependencies import dependencies
 from api.deployments.controllers import DeploymentController
 from api.deployments.jobs import DeploymentJobHandler, hibernate_idle, record_crash
 from api.deployments.service import restore_local_deployments
-from api.errors import exception_handlers
+from api.errors import documented_errors, exception_handlers
 from api.jobs.queue import JobKind, job_queue_for, recover_jobs, register_handler
 from api.models.controllers import ModelController
 from api.optimizations.controllers import OptimizationController
@@ -100,7 +101,7 @@ def create_app(settings: Settings | None = None, *, runners: RunnerSet | None = 
             await context.runners.close()
             await database.dispose()
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             health,
             AuthController,
@@ -146,3 +147,20 @@ def create_app(settings: Settings | None = None, *, runners: RunnerSet | None = 
             ),
         ),
     )
+    _document_common_errors(app)
+    return app
+
+
+def _document_common_errors(app: Litestar) -> None:
+    """Document on every route the errors the app answers whatever the handler: 401 wherever a
+    token is required (the bearer middleware, the usage token), 422 from parameter and body
+    validation, 404 for an id in the path that is not the caller's, 400 and 503 (a malformed
+    request, an unreachable database). A handler's own entries take precedence."""
+    for route in app.routes:
+        for handler in getattr(route, "route_handlers", ()):
+            if not isinstance(handler, HTTPRouteHandler) or not handler.include_in_schema:
+                continue
+            if handler.security == []:  # declares no authentication (/health)
+                continue
+            codes = [401, 422, 404] if route.path_parameters else [401, 422]
+            handler.responses = {**documented_errors(*codes), **(handler.responses or {})}
