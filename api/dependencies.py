@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Request
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth.middleware import CurrentUser
 from api.context import ApiContext
+
+Limit = Annotated[int, Parameter(ge=1, le=1000, description="Page size (extension).")]
+Offset = Annotated[
+    int,
+    # Bounded by what the databases' OFFSET takes (a signed 64-bit integer).
+    Parameter(ge=0, le=2**62, description="Rows to skip (extension)."),
+]
+"""The list endpoints' paging parameters."""
 
 
 def provide_context(state: State) -> ApiContext:

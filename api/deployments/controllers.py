@@ -16,13 +16,12 @@ from aideploy.schema import Deployment, DeploymentCreate, DeploymentUpdate, Mess
 from api.auth.middleware import CurrentUser
 from api.context import ApiContext
 from api.db.tables import DeploymentEventRow, DeploymentRow
+from api.dependencies import Limit, Offset
 from api.deployments import service
 from api.deployments.schemas import DeploymentEvent
 from api.deployments.service import BUSY, Operation
 from api.errors import documented_errors
 
-Limit = Annotated[int, Parameter(ge=1, le=1000, description="Page size (extension).")]
-Offset = Annotated[int, Parameter(ge=0, description="Rows to skip (extension).")]
 _POLL_SECONDS = 0.25
 
 

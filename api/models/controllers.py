@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
 from litestar import Controller, Request, delete, get, post
 from litestar.di import NamedDependency
@@ -15,13 +15,14 @@ from litestar.openapi.spec import (
     RequestBody,
     Schema,
 )
-from litestar.params import FromPath, Parameter
+from litestar.params import FromPath
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aideploy.schema import Framework, Message, Model, ModelUploadResponse
 from api.auth.middleware import CurrentUser
 from api.context import ApiContext
 from api.db.tables import new_id
+from api.dependencies import Limit, Offset
 from api.errors import documented_errors
 from api.models import service
 from api.models.upload import receive_model_upload
@@ -47,10 +48,6 @@ class _UploadOperation(Operation):
         self.request_body = RequestBody(
             content={"multipart/form-data": OpenAPIMediaType(schema=form)}, required=True
         )
-
-
-Limit = Annotated[int, Parameter(ge=1, le=1000, description="Page size (extension).")]
-Offset = Annotated[int, Parameter(ge=0, description="Rows to skip (extension).")]
 
 
 class ModelController(Controller):
