@@ -16,7 +16,7 @@ import httpx
 
 from tests.api.conftest import build_onnx_model
 from tests.api.test_deployments_local import local_body
-from tests.hardening.live import LiveApi, upload_model
+from tests.hardening.live import ADMIN, LiveApi, upload_model
 
 BUSY = {"creating", "updating", "hibernating", "activating", "deleting"}
 SETTLE_SECONDS = 120.0
@@ -50,7 +50,7 @@ def wait_until(check: Any, what: str, timeout: float = SETTLE_SECONDS) -> Any:
 
 
 def test_killed_mid_operation_every_job_finishes_and_nothing_is_orphaned(tmp_path: Path) -> None:
-    api = LiveApi(tmp_path / "data")
+    api = LiveApi(tmp_path / "data", extra_env={"AIDEPLOY_LOG_LEVEL": "DEBUG"})
     api.data_dir.mkdir()
     api.start()
     deployments: list[str] = []
@@ -130,6 +130,12 @@ def test_killed_mid_operation_every_job_finishes_and_nothing_is_orphaned(tmp_pat
         artifacts = api.data_dir / "artifacts"
         left = [path for path in artifacts.rglob("*") if path.is_file()]
         assert left == [], f"artifacts without a record: {left}"
+
+        # The process's own DEBUG log (and its servers') holds no password or token.
+        logs = "".join(path.read_text(errors="replace") for path in api.data_dir.rglob("*.log"))
+        assert "DEBUG" in logs
+        for secret in (ADMIN[1], headers["Authorization"].removeprefix("Bearer ")):
+            assert secret not in logs
     finally:
         api.stop()
         for pid in (pid for deployment in deployments for pid in serving_processes(deployment)):
