@@ -11,7 +11,11 @@ import pytest
 from aideploy.settings import ENV_PREFIX
 
 # Variables CI sets on purpose for the whole run; every other AIDEPLOY_* variable is dropped.
-_KEPT = {f"{ENV_PREFIX}CRD_SCHEMA_DIR", f"{ENV_PREFIX}TEST_POSTGRES_URL", f"{ENV_PREFIX}TEST_REDIS_URL"}
+_KEPT = {
+    f"{ENV_PREFIX}CRD_SCHEMA_DIR",
+    f"{ENV_PREFIX}TEST_POSTGRES_URL",
+    f"{ENV_PREFIX}TEST_REDIS_URL",
+}
 
 
 @pytest.fixture(autouse=True)
