@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.api.conftest import build_onnx_model
+from tests.api.conftest import Client, build_onnx_model
 from tests.hardening.fuzzing import fuzz
 from tests.hardening.live import LiveApi, upload_model
 
@@ -20,3 +20,21 @@ def test_every_operation_answers_as_documented(live_api: LiveApi, tmp_path: Path
     assert not report.failures, report.describe_failures()
     assert len(report.cases) >= 20, "every operation of the OpenAPI document ran"
     assert report.total >= 50
+
+
+async def test_analytics_windows_at_the_calendars_edges_are_422(
+    client: Client, alice: dict[str, str]
+) -> None:
+    """Found by the soak run: a window reaching past the calendar's ends overflowed into a 500."""
+    wrong = []
+    for path in ("cost", "performance", "forecast", "suggestions"):
+        for field, moment in (
+            ("end_time", "0001-01-01T00:01:01Z"),
+            ("end_time", "9999-12-31T23:59:59Z"),
+            ("start_time", "0001-01-01T00:00:00-01:00"),
+        ):
+            response = await client.get(f"/analytics/{path}?{field}={moment}", headers=alice)
+            errors = response.json().get("errors") or [{}]
+            if response.status_code != 422 or errors[0].get("field") != field:
+                wrong.append(f"{path} {field}={moment}: {response.status_code} {response.text}")
+    assert not wrong, "\n".join(wrong)
