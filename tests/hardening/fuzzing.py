@@ -52,10 +52,14 @@ def fuzz(
     api: LiveApi,
     headers: dict[str, str],
     examples_per_operation: int,
+    *,
+    derandomize: bool = False,
     known_ids: dict[str, str] | None = None,
 ) -> FuzzReport:
     """Run every operation about ``examples_per_operation`` times (valid and invalid inputs);
-    an operation's first failing check (shrunk by hypothesis) lands in ``failures``. ``known_ids`` (path parameter name ->
+    an operation's first failing check (shrunk by hypothesis) lands in ``failures``.
+    ``derandomize`` makes the cases the same on every run (the short run in ``make test``); the
+    soak run explores new ones each time. ``known_ids`` (path parameter name ->
     an existing resource's id) makes part of the cases reach real resources."""
     schema = schemathesis.openapi.from_url(f"{api.url}/schema/openapi.json")
     report = FuzzReport()
@@ -72,7 +76,7 @@ def fuzz(
         known = {name: value for name, value in (known_ids or {}).items() if name in path_names}
         if known:
             strategies.append(operation.as_strategy(path_parameters=known))
-        run = _test_for(operation.label, st.one_of(strategies), examples_per_operation)
+        run = _test_for(operation.label, st.one_of(strategies), examples_per_operation, derandomize)
         try:
             run(api, session, headers, report)
         except (Exception, FailureGroup) as failure:  # every operation runs; all are reported
@@ -81,13 +85,14 @@ def fuzz(
 
 
 def _test_for(
-    label: str, cases: st.SearchStrategy[Any], examples: int
+    label: str, cases: st.SearchStrategy[Any], examples: int, derandomize: bool
 ) -> Callable[[LiveApi, requests.Session, dict[str, str], FuzzReport], None]:
     """One operation's hypothesis test: send each case, count it, check the response."""
 
     @hypothesis.given(case=cases)
     @hypothesis.settings(
         max_examples=examples,
+        derandomize=derandomize,
         deadline=None,
         database=None,
         suppress_health_check=list(hypothesis.HealthCheck),
