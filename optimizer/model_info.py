@@ -9,7 +9,6 @@ rejected instead of unpickled.
 from __future__ import annotations
 
 import math
-import os
 import pickle
 import zipfile
 from enum import StrEnum
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict
 
 from aideploy.schema import Framework
+from aideploy.settings import restrict_torch_unpickling
 from optimizer.errors import InvalidModelError, UnsafeModelError
 
 if TYPE_CHECKING:
@@ -320,16 +320,12 @@ def _check_inflated_sizes(path: Path, members: list[zipfile.ZipInfo]) -> None:
 
 
 def load_exported_program(path: Path) -> Any:
-    """``torch.export.load`` without arbitrary unpickling.
-
-    torch.export archives carry pickles (sample inputs, constants, pickled weights), and when
-    one fails torch's restricted unpickler ``torch.export.load`` retries it unrestricted, which
-    runs whatever code the pickle names. torch's own switch ``TORCH_FORCE_WEIGHTS_ONLY_LOAD``
-    (read by every ``torch.load``) keeps every load restricted; aideploy never needs more.
-    """
+    """``torch.export.load`` with every pickle inside restricted (see
+    :func:`aideploy.settings.restrict_torch_unpickling`): sample inputs, constants and pickled
+    weights of a hostile archive cannot run code."""
     import torch
 
-    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+    restrict_torch_unpickling()
     return torch.export.load(str(path))
 
 
