@@ -157,7 +157,7 @@ def test_a_stored_member_lying_about_its_size_is_rejected(torchscript: Path) -> 
     liar = torchscript.with_name("liar.pt")
     liar.write_bytes(bytes(data))
 
-    with pytest.raises(InvalidModelError):
+    with pytest.raises(InvalidModelError, match="declares 2147483648 bytes"):
         inspect_model(liar)
 
 
