@@ -183,6 +183,15 @@ def load_settings(**overrides: Any) -> Settings:
     return Settings(**overrides)
 
 
+def restrict_torch_unpickling() -> None:
+    """Keep every ``torch.load`` of this process restricted to tensors and plain containers
+    (torch's own ``TORCH_FORCE_WEIGHTS_ONLY_LOAD`` switch, read at each load): ``torch.export.load``
+    otherwise retries a pickle its restricted unpickler refused without restriction, running
+    whatever code an uploaded archive names. aideploy never needs more."""
+    os.environ.pop("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", None)
+    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+
+
 def child_process_environment(extra: Mapping[str, str]) -> dict[str, str]:
     """This process's environment plus ``extra``, for a child process (the local runner's
     serving processes); here because this module is the only reader of the environment."""
