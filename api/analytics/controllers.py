@@ -63,9 +63,28 @@ def _utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
+_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+_LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+"""Windows lie between these: far enough from the calendar's ends (years 1 and 9999) that a
+window, its baselines and a year of forecast stay representable."""
+
+
+def _bounded(field: str, moment: datetime | None) -> datetime | None:
+    """``moment`` in UTC, or a 422 naming ``field`` when it is outside the supported range."""
+    if moment is None:
+        return None
+    try:
+        utc = _utc(moment)
+    except OverflowError:  # 0001-01-01T00:00-01:00 has no UTC equivalent
+        utc = _EARLIEST - timedelta(days=1)
+    if not _EARLIEST <= utc <= _LATEST:
+        raise InvalidFieldError(field, "must lie between 1970-01-01 and 9000-01-01")
+    return utc
+
+
 def _window(start: datetime | None, end: datetime | None, default_days: int) -> Window:
-    finish = _utc(end) if end is not None else utc_now()
-    begin = _utc(start) if start is not None else finish - timedelta(days=default_days)
+    finish = _bounded("end_time", end) or utc_now()
+    begin = _bounded("start_time", start) or finish - timedelta(days=default_days)
     if finish <= begin:
         raise InvalidFieldError("end_time", "must be after start_time")
     if finish - begin > timedelta(days=366):
