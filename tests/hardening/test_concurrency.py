@@ -24,12 +24,9 @@ from tests.hardening.concurrency import (
 
 CLIENTS = 50
 SECONDS = 6.0
-
-
-@pytest.fixture
-def database_url(postgres_database: str) -> str:
-    """PostgreSQL only: row locks and concurrent transactions are the point here."""
-    return postgres_database
+POSTGRES_ONLY = pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+"""Row locks and concurrent transactions are the point here: PostgreSQL, emptied after each."""
+pytestmark = [pytest.mark.postgres, POSTGRES_ONLY]
 
 
 @pytest.fixture
@@ -53,7 +50,6 @@ async def assert_jobs_final(settings: Settings) -> None:
     assert states <= FINAL_JOB_STATES, states
 
 
-@pytest.mark.postgres
 async def test_fifty_clients_lose_nothing(
     client: Client, alice: dict[str, str], onnx_model: Path, settings: Settings
 ) -> None:
@@ -66,7 +62,6 @@ async def test_fifty_clients_lose_nothing(
     assert ledger.answers[("update", 202)] > 0
 
 
-@pytest.mark.postgres
 async def test_simultaneous_updates_of_one_deployment_never_overlap(
     client: Client, alice: dict[str, str], onnx_model: Path
 ) -> None:

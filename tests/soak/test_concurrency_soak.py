@@ -11,15 +11,15 @@ import pytest
 from aideploy.settings import Settings
 from tests.api.conftest import Client
 from tests.hardening.concurrency import check_consistency, run_clients
-from tests.hardening.test_concurrency import (  # PostgreSQL and the mock cloud engine
+from tests.hardening.test_concurrency import (  # the mock cloud engine's settings
+    POSTGRES_ONLY,
     assert_jobs_final,
-    database_url,
     settings,
 )
 
-__all__ = ["database_url", "settings"]
+__all__ = ["settings"]
 
-pytestmark = [pytest.mark.soak, pytest.mark.postgres, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.soak, pytest.mark.postgres, POSTGRES_ONLY, pytest.mark.timeout(600)]
 
 CLIENTS = 50
 SECONDS = 120.0
