@@ -17,6 +17,7 @@ import importlib.util
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -243,6 +244,9 @@ def main() -> None:
         raise SystemExit(2)
     work: Path = args.work_dir
     work.mkdir(parents=True, exist_ok=True)
+    # Built models are kept between runs; optimizer results are not, or a rerun would report
+    # the measurements cached by an earlier run (made under whatever load that run had).
+    shutil.rmtree(work / "runs", ignore_errors=True)
     load_before = os.getloadavg()
     started = time.perf_counter()
 
