@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from aideploy.errors import AideployError
+from api.analytics.cli import format_money
 
 console = Console()
 _BUSY = {"creating", "updating", "hibernating", "activating", "deleting"}
@@ -318,11 +319,6 @@ def _walk(client: httpx.Client, data_dir: Path, admin: tuple[str, str]) -> None:
     console.print("deployment and model deleted; the demo is done")
 
 
-def _money(amount: float) -> str:
-    """Cents for real bills, significant digits for the fractions of a cent a demo costs."""
-    return f"{amount:,.2f}" if amount >= 1 else f"{amount:.2g}"
-
-
 def _show_analytics(client: httpx.Client) -> None:
     """The four analytics views, summarized as tables."""
     views = {
@@ -339,10 +335,11 @@ def _show_analytics(client: httpx.Client) -> None:
             table.add_column(column)
         comparison = cost["comparison"]
         savings = comparison["savings_percentage"]
+        currency = cost.get("currency", "USD")
         table.add_row(
-            _money(comparison["our_platform"]),
+            format_money(comparison["our_platform"], currency),
             *(
-                f"{_money(comparison[cloud])} (we save {savings.get(cloud, 0):.0f} %)"
+                f"{format_money(comparison[cloud], currency)} (we save {savings.get(cloud, 0):.0f} %)"
                 for cloud in ("aws", "azure", "gcp")
             ),
         )

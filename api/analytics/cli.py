@@ -134,7 +134,8 @@ class _Api:
         return rows
 
 
-def _money(value: float, currency: str) -> str:
+def format_money(value: float, currency: str) -> str:
+    """Cents for real bills; four decimals for the fractions of a cent small usage costs."""
     return f"{value:,.2f} {currency}" if value >= 0.01 or value == 0 else f"{value:.4f} {currency}"
 
 
@@ -190,7 +191,7 @@ def cost_command(
     breakdown = result.cost_breakdown
     summary.add_row(
         *(
-            _money(value, currency)
+            format_money(value, currency)
             for value in (
                 result.total_cost,
                 breakdown.compute,
@@ -211,16 +212,18 @@ def cost_command(
             row.get("name", key),
             row.get("deployment_type", ""),
             result.priced_as.get(key, ""),
-            _money(value, currency),
+            format_money(value, currency),
         )
     for kind, value in result.cost_by_type.items():
-        deployments.add_row(f"[dim]all {kind}[/]", kind, "", f"[dim]{_money(value, currency)}[/]")
+        deployments.add_row(
+            f"[dim]all {kind}[/]", kind, "", f"[dim]{format_money(value, currency)}[/]"
+        )
     console.print(deployments)
     comparison = Table(title="The same usage on managed ML endpoints (always on)")
     comparison.add_column("where", style="bold")
     comparison.add_column("cost", justify="right")
     comparison.add_column("aideploy saves", justify="right")
-    comparison.add_row("aideploy", _money(result.comparison.our_platform, currency), "")
+    comparison.add_row("aideploy", format_money(result.comparison.our_platform, currency), "")
     for cloud, product in (
         ("aws", "SageMaker real-time"),
         ("gcp", "Vertex AI prediction"),
@@ -229,7 +232,7 @@ def cost_command(
         saving = result.comparison.savings_percentage.get(cloud, 0.0)
         comparison.add_row(
             f"{cloud} ({product})",
-            _money(getattr(result.comparison, cloud), currency),
+            format_money(getattr(result.comparison, cloud), currency),
             f"{saving:.1f}%",
         )
     console.print(comparison)
