@@ -11,13 +11,17 @@ supervised child process on a localhost port.
   as ``scaling_policy.max_instances`` asks and this host's CPUs fit. One instance listens on the
   endpoint itself; several listen on private ports behind a small round-robin TCP proxy on the
   endpoint (per connection, like a Kubernetes Service), run by this runner.
+- Servers die with the API (a parent-death signal), and each carries a marker in its environment
+  naming this data directory and its deployment: servers an earlier API process left behind
+  (killed before its signal could be delivered, say) are found by that marker and stopped at
+  start-up, before any deployment is restored on their ports.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import ctypes
 import logging
 import math
 import os
@@ -30,6 +34,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import anyio.to_thread
@@ -85,37 +90,100 @@ class _Served:
         return bool(self.processes) and all(p.poll() is None for p in self.processes)
 
 
-def _reap_leftovers(pid_file: Path) -> None:
-    """Kill the servers an earlier API process started for this deployment and never stopped
-    (it was killed): they would hold the endpoint's port and serve unsupervised. A pid is only
-    killed while ``/proc`` still shows the recorded command (pids are reused)."""
-    try:
-        recorded = json.loads(pid_file.read_text())
-    except (OSError, ValueError):
-        return
-    for entry in recorded:
-        proc = Path(f"/proc/{entry['pid']}")
-        try:
-            command = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
-        except OSError:
-            continue  # gone already
-        if command != entry["command"]:
+_SERVER_MARKER = "AIDEPLOY_LOCAL_SERVER"
+"""Environment variable every server of this runner carries: ``<data dir>#<deployment id>``."""
+_PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+
+
+def _die_with_parent(api_pid: int) -> None:
+    """Runs in the forked child before exec: SIGTERM it (a graceful drain) when the API dies,
+    or at once if the API died while it was being forked."""
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != api_pid:
+            os._exit(1)
+
+
+@dataclass(frozen=True)
+class _Leftover:
+    pid: int
+    marker: str
+
+
+def _servers_marked(prefix: str) -> list[_Leftover]:
+    """Live processes whose environment holds a server marker starting with ``prefix``."""
+    needle = f"{_SERVER_MARKER}={prefix}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
             continue
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(entry["pid"], signal.SIGKILL)  # its own session: the server and children
-        deadline = time.monotonic() + _STOP_GRACE_SECONDS
-        while time.monotonic() < deadline and _alive(proc):
-            time.sleep(0.05)
-        log.warning("stopped server %s left running by an earlier API process", entry["pid"])
-    pid_file.unlink(missing_ok=True)
+        try:
+            environment = (entry / "environ").read_bytes()
+        except OSError:
+            continue  # gone, or another user's
+        for variable in environment.split(b"\0"):
+            if variable.startswith(needle) and not _exited(int(entry.name)):
+                marker = variable.split(b"=", 1)[1].decode(errors="replace")
+                found.append(_Leftover(int(entry.name), marker))
+    return found
 
 
-def _alive(proc: Path) -> bool:
-    """The process exists and is not a zombie (a killed orphan waits for init to reap it)."""
+def _exited(pid: int) -> bool:
+    """Every thread of ``pid`` has exited. A killed orphan's main thread turns zombie while
+    its other threads may still be tearing down, holding its sockets: wait for all of them."""
     try:
-        return (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
+        threads = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return True
+    for thread in threads:
+        try:
+            state = (thread / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state not in ("Z", "X"):
+            return False
+    return True
+
+
+def _stop_leftovers(prefix: str) -> list[_Leftover]:
+    """SIGKILL the marked servers (each leads its own process group) and wait until they are
+    gone, so that their ports are free; an error if one does not go within the grace period."""
+    leftovers = _servers_marked(prefix)
+    for leftover in leftovers:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(leftover.pid, signal.SIGKILL)
+    deadline = time.monotonic() + _STOP_GRACE_SECONDS
+    for leftover in leftovers:
+        while not _exited(leftover.pid):
+            if time.monotonic() > deadline:
+                raise LocalDeploymentError(
+                    f"server {leftover.pid} left by an earlier API process did not stop"
+                )
+            time.sleep(0.02)
+        log.warning("stopped server %s left running by an earlier API process", leftover.pid)
+    return leftovers
+
+
+def _listener_of(port: int) -> str:
+    """Who listens on 127.0.0.1:``port`` (pid and command), as far as /proc tells this user."""
+    inodes = set()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[1].endswith(f":{port:04X}") and fields[3] == "0A":  # 0A: LISTEN
+                inodes.add(f"socket:[{fields[9]}]")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            links = {os.readlink(fd) for fd in (entry / "fd").iterdir()}
+            if links & inodes:
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                return f"pid {entry.name}: {command.strip()}"
+        except OSError:
+            continue
+    return "a process this user cannot see"
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -179,6 +247,18 @@ def _port_is_free(port: int) -> bool:
     return True
 
 
+def _wait_for_port(port: int) -> None:
+    """Wait (briefly) until ``port`` is free: a server just stopped may still be closing it."""
+    deadline = time.monotonic() + _STOP_GRACE_SECONDS
+    while not _port_is_free(port):
+        if time.monotonic() > deadline:
+            raise LocalDeploymentError(
+                f"port {port} of this deployment's endpoint is taken by another program "
+                f"({_listener_of(port)})"
+            )
+        time.sleep(0.05)
+
+
 def _threads_for(cpu_cores: float) -> int:
     return max(1, min(os.cpu_count() or 1, math.ceil(cpu_cores)))
 
@@ -223,6 +303,7 @@ class LocalRunner:
         self._child_environment = child_environment
         self._logs = settings.data_dir / "logs" / "deployments"
         self._converted = settings.data_dir / "work" / "onnx"
+        self._marker_prefix = f"{settings.data_dir.resolve()}#"
         self._served: dict[str, _Served] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._supervisor: asyncio.Task[None] | None = None
@@ -233,6 +314,9 @@ class LocalRunner:
         """Always available: the serving runtime is part of this installation."""
 
     async def start(self, on_idle: IdleCallback, on_crash: CrashCallback | None = None) -> None:
+        """Stop what an earlier API process on this data directory left running (their ports
+        are the endpoints restored next), then supervise."""
+        await anyio.to_thread.run_sync(_stop_leftovers, self._marker_prefix)
         self._on_idle = on_idle
         self._on_crash = on_crash
         self._supervisor = asyncio.create_task(self._supervise(), name="local-supervisor")
@@ -240,19 +324,9 @@ class LocalRunner:
     def _lock(self, deployment_id: str) -> asyncio.Lock:
         return self._locks.setdefault(deployment_id, asyncio.Lock())
 
-    def _pid_file(self, deployment_id: str) -> Path:
-        """The running servers' pids and commands, beside the deployment's log."""
-        return self._logs / f"{deployment_id}.pids"
-
-    async def _reap_unknown(self, deployment_id: str) -> None:
-        """Servers of a deployment this process did not start are an earlier process's."""
-        if deployment_id not in self._served:
-            await anyio.to_thread.run_sync(_reap_leftovers, self._pid_file(deployment_id))
-
     async def apply(self, plan: DeploymentPlan, on_event: EventSink) -> ApplyOutcome:
         deployment = plan.deployment
         async with self._lock(deployment.id):
-            await self._reap_unknown(deployment.id)
             port = int(plan.runtime.get("port") or 0) or free_port()
             endpoint = f"http://{_HOST}:{port}"
             if plan.hibernated:
@@ -295,6 +369,7 @@ class LocalRunner:
             ]  # fmt: skip
             policy = deployment.cost_optimization_policy
             extra = dict(self._child_environment(deployment.id)) if self._child_environment else {}
+            extra[_SERVER_MARKER] = f"{self._marker_prefix}{deployment.id}"
             served = _Served(
                 deployment_id=deployment.id,
                 environment=child_process_environment(extra),
@@ -313,17 +388,13 @@ class LocalRunner:
                     on_event(RunnerEvent("unchanged", "servers already up to date"))
                     return ApplyOutcome(endpoint=endpoint, runtime={"port": port})
                 await self._stop(current, on_event)
-            if not _port_is_free(port):
-                raise LocalDeploymentError(
-                    f"port {port} of this deployment's endpoint is taken by another program"
-                )
+            await anyio.to_thread.run_sync(_wait_for_port, port)
             await self._launch(served, on_event)
             self._served[deployment.id] = served
             return ApplyOutcome(endpoint=endpoint, runtime={"port": port})
 
     async def destroy(self, plan: DeploymentPlan, on_event: EventSink) -> None:
         async with self._lock(plan.deployment.id):
-            await self._reap_unknown(plan.deployment.id)
             served = self._served.pop(plan.deployment.id, None)
             if served is not None:
                 await self._stop(served, on_event)
@@ -382,17 +453,10 @@ class LocalRunner:
                     stdout=log_file,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
+                    preexec_fn=partial(_die_with_parent, os.getpid()),  # no imports, no locks
                 )
                 for command in served.commands
             ]
-        self._pid_file(served.deployment_id).write_text(
-            json.dumps(
-                [
-                    {"pid": process.pid, "command": command}
-                    for process, command in zip(served.processes, served.commands, strict=True)
-                ]
-            )
-        )
         served.last_traffic = time.monotonic()
         served.last_requests = -1.0
         try:
@@ -467,7 +531,6 @@ class LocalRunner:
                 process.kill()
                 process.wait()
         served.processes = []
-        self._pid_file(served.deployment_id).unlink(missing_ok=True)
 
     async def _supervise(self) -> None:
         while True:

@@ -89,7 +89,11 @@ def test_repeated_kills_lose_nothing(tmp_path: Path) -> None:
                 if deployment["status"] == "active":
                     assert len(running) == 1, deployment
                 else:
-                    assert deployment["status"] == "hibernated" or deployment["status_reason"]
+                    # Only a job interrupted by kill after kill may give up; a restore never
+                    # fails (a killed API's servers are stopped before their ports are reused).
+                    assert deployment["status"] == "hibernated" or (
+                        "interrupted" in deployment["status_reason"]
+                    ), deployment
                     assert running == [], deployment
         print(
             f"\ncrash loop: {ROUNDS} kills, {optimizations} optimizations, "
