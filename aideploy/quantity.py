@@ -4,14 +4,25 @@ CPU and memory follow the Kubernetes quantity grammar (``"500m"``, ``"2Gi"``, ``
 that is what users already write for every target; model sizes follow the byte-size notation
 people put in requests (``"10MB"``, ``"1.5GiB"``). Arithmetic is done in :class:`~decimal.Decimal`
 so that ``parse(format(x)) == x`` holds exactly.
+
+Parsing is bounded, because these strings arrive in API requests: at most
+:data:`MAX_QUANTITY_LENGTH` characters, exponents within +-:data:`MAX_EXPONENT` (Kubernetes
+quantities fit an int64) and exact arithmetic in a fixed precision, so no input can make a parse
+slow or raise anything but :class:`QuantityError`. Each parser also bounds the value to what a
+deployment or a model can sensibly ask for, naming the limit.
 """
 
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow, Underflow
 
 __all__ = [
+    "CPU_RANGE",
+    "MAX_EXPONENT",
+    "MAX_QUANTITY_LENGTH",
+    "MAX_SIZE",
+    "MEMORY_RANGE",
     "QuantityError",
     "format_cpu",
     "format_memory",
@@ -24,8 +35,23 @@ __all__ = [
 
 
 class QuantityError(ValueError):
-    """A quantity string that does not follow the expected notation."""
+    """A quantity string that does not follow the expected notation or is out of range."""
 
+
+MAX_QUANTITY_LENGTH = 64
+"""Longest quantity or size string accepted, surrounding whitespace excluded."""
+MAX_EXPONENT = 18
+"""Largest exponent magnitude of ``1e18``-style quantities (int64 holds about 9.2e18)."""
+_PRECISION = 40
+_EXACT = Context(prec=_PRECISION, traps=[Inexact, InvalidOperation, Overflow, Underflow])
+"""Arithmetic that would have to round is an error, not a silently different quantity."""
+
+CPU_RANGE = (Decimal("0.001"), Decimal(512))
+"""Cores one instance may request: one millicore up to the largest machines' vCPU count."""
+MEMORY_RANGE = (2**20, 16 * 2**40)
+"""Bytes one instance may request: 1Mi up to 16Ti."""
+MAX_SIZE = 10**15
+"""Largest model size target, in bytes (1000TB)."""
 
 _BINARY_SUFFIXES = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
 _DECIMAL_SUFFIXES = {
@@ -40,37 +66,71 @@ _DECIMAL_SUFFIXES = {
     "P": Decimal("1e15"),
     "E": Decimal("1e18"),
 }
+# ASCII only: ``\d`` would also take other scripts' digits, which Kubernetes rejects.
 _QUANTITY = re.compile(
-    r"^(?P<number>[+-]?(?:\d+\.?\d*|\.\d+))"
-    r"(?:(?P<binary>Ki|Mi|Gi|Ti|Pi|Ei)|(?P<exponent>[eE][+-]?\d+)|(?P<decimal>[numkMGTPE]?))$"
+    r"(?P<number>[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+))"
+    r"(?:(?P<binary>Ki|Mi|Gi|Ti|Pi|Ei)|[eE](?P<exponent>[+-]?[0-9]+)|(?P<decimal>[numkMGTPE]?))",
+    re.ASCII,
 )
+
+
+def _shown(text: str) -> str:
+    """The input as an error message quotes it: shortened, so a huge input gives a short line."""
+    return repr(text if len(text) <= 40 else f"{text[:37]}...")
+
+
+def _bounded(text: str) -> str:
+    """The stripped text, refused before any parsing when longer than any real quantity."""
+    stripped = text.strip()
+    if len(stripped) > MAX_QUANTITY_LENGTH:
+        raise QuantityError(
+            f"{_shown(text)} is too long (at most {MAX_QUANTITY_LENGTH} characters)"
+        )
+    return stripped
+
+
+def _product(number: str, factor: Decimal | int, text: str) -> Decimal:
+    """``number * factor`` exactly, or a :class:`QuantityError` when it cannot be exact."""
+    try:
+        return _EXACT.multiply(Decimal(number), Decimal(factor))
+    except ArithmeticError:
+        raise QuantityError(
+            f"{_shown(text)} has more than {_PRECISION} significant digits"
+        ) from None
 
 
 def parse_quantity(text: str) -> Decimal:
     """Parse a Kubernetes resource quantity (``"1"``, ``"0.5"``, ``"500m"``, ``"2Gi"``, ``"1e3"``)."""
-    match = _QUANTITY.match(text.strip())
+    match = _QUANTITY.fullmatch(_bounded(text))
     if match is None:
         raise QuantityError(
-            f"{text!r} is not a Kubernetes quantity (a number with an optional suffix such as "
-            "m, k, M, G, Ki, Mi, Gi)"
+            f"{_shown(text)} is not a Kubernetes quantity (a number with an optional suffix such "
+            "as m, k, M, G, Ki, Mi, Gi)"
         )
-    number = Decimal(match["number"])
     if match["binary"]:
-        return number * _BINARY_SUFFIXES[match["binary"]]
-    if match["exponent"]:
-        return number * Decimal(f"1{match['exponent'].lower()}")
-    return number * _DECIMAL_SUFFIXES[match["decimal"] or ""]
+        return _product(match["number"], _BINARY_SUFFIXES[match["binary"]], text)
+    if match["exponent"] is not None:
+        exponent = int(match["exponent"])
+        if abs(exponent) > MAX_EXPONENT:
+            raise QuantityError(
+                f"{_shown(text)} has an exponent outside -{MAX_EXPONENT}..{MAX_EXPONENT}"
+            )
+        return _product(match["number"], Decimal(10) ** exponent, text)
+    return _product(match["number"], _DECIMAL_SUFFIXES[match["decimal"] or ""], text)
 
 
 def parse_cpu(text: str) -> Decimal:
-    """Parse a CPU quantity to cores; at least 1m, at most millicore precision."""
+    """Parse a CPU quantity to cores: 1m to 512 cores, at most millicore precision."""
     cores = parse_quantity(text)
-    if cores <= 0:
-        raise QuantityError(f"{text!r} must be more than 0 cores (for example '1', '0.5', '500m')")
-    millicores = cores * 1000
+    low, high = CPU_RANGE
+    if not low <= cores <= high:
+        raise QuantityError(
+            f"{_shown(text)} must be between 1m and {high} cores (for example '1', '0.5', '500m')"
+        )
+    millicores = _EXACT.multiply(cores, Decimal(1000))  # exact: x1000 adds no digit
     if millicores != millicores.to_integral_value():
-        raise QuantityError(f"{text!r} is finer than one millicore (1m = 0.001 cores)")
-    return cores.normalize()
+        raise QuantityError(f"{_shown(text)} is finer than one millicore (1m = 0.001 cores)")
+    return cores.normalize(_EXACT)
 
 
 def format_cpu(cores: Decimal) -> str:
@@ -82,12 +142,16 @@ def format_cpu(cores: Decimal) -> str:
 
 
 def parse_memory(text: str) -> int:
-    """Parse a memory quantity (``"512Mi"``, ``"2Gi"``, ``"1G"``) to a whole number of bytes."""
+    """Parse a memory quantity (``"512Mi"``, ``"2Gi"``, ``"1G"``) to bytes, 1Mi to 16Ti."""
     amount = parse_quantity(text)
-    if amount <= 0:
-        raise QuantityError(f"{text!r} must be more than 0 bytes (for example '512Mi', '2Gi')")
+    low, high = MEMORY_RANGE
+    if not low <= amount <= high:
+        raise QuantityError(
+            f"{_shown(text)} must be between {format_memory(low)} and {format_memory(high)} "
+            "(for example '512Mi', '2Gi')"
+        )
     if amount != amount.to_integral_value():
-        raise QuantityError(f"{text!r} is not a whole number of bytes")
+        raise QuantityError(f"{_shown(text)} is not a whole number of bytes")
     return int(amount)
 
 
@@ -116,7 +180,9 @@ def format_memory(count: int) -> str:
     return _format_bytes(count, _K8S_MEMORY_UNITS)
 
 
-_SIZE = re.compile(r"^(?P<number>\d+(?:\.\d+)?|\.\d+)\s*(?P<unit>[kKmMgGtT]i?[bB]?|[bB])?$")
+_SIZE = re.compile(
+    r"(?P<number>[0-9]+(?:\.[0-9]+)?|\.[0-9]+)\s*(?P<unit>[kKmMgGtT]i?[bB]?|[bB])?", re.ASCII
+)
 _SIZE_FACTORS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
 _SIZE_BINARY_FACTORS = {"k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 _SIZE_UNITS = [
@@ -136,25 +202,24 @@ def parse_size(text: str) -> int:
     """Parse a byte size such as ``"10MB"``, ``"1.5GiB"``, ``"512k"`` or ``"2048"`` to bytes.
 
     Decimal units (KB, MB, GB, TB) are powers of 1000 and binary units (KiB, MiB, GiB, TiB)
-    powers of 1024; the unit's case does not matter and the trailing ``B`` is optional.
+    powers of 1024; the unit's case does not matter, the trailing ``B`` is optional and spaces
+    may separate it from the number. At most 1000TB.
     """
-    match = _SIZE.match(text.strip())
+    match = _SIZE.fullmatch(_bounded(text))
     if match is None:
         raise QuantityError(
-            f"{text!r} is not a size (a number with an optional unit: B, KB, MB, GB, TB, "
+            f"{_shown(text)} is not a size (a number with an optional unit: B, KB, MB, GB, TB, "
             "KiB, MiB, GiB, TiB)"
         )
-    try:
-        number = Decimal(match["number"])
-    except InvalidOperation as exc:  # pragma: no cover - the regex admits only valid numbers
-        raise QuantityError(f"{text!r} is not a size") from exc
     unit = (match["unit"] or "").lower().removesuffix("b")
     factor = _SIZE_BINARY_FACTORS[unit[0]] if unit.endswith("i") else _SIZE_FACTORS[unit]
-    count = number * factor
-    if count <= 0:
-        raise QuantityError(f"{text!r} must be more than 0 bytes")
+    count = _product(match["number"], factor, text)
+    if not 0 < count <= MAX_SIZE:
+        raise QuantityError(
+            f"{_shown(text)} must be more than 0 bytes and at most {MAX_SIZE // 10**12}TB"
+        )
     if count != count.to_integral_value():
-        raise QuantityError(f"{text!r} is not a whole number of bytes")
+        raise QuantityError(f"{_shown(text)} is not a whole number of bytes")
     return int(count)
 
 

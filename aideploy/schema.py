@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -20,12 +21,14 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StringConstraints,
     ValidationError,
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from aideploy.quantity import QuantityError, parse_cpu, parse_memory, parse_size
+from aideploy.quantity import parse_cpu, parse_memory, parse_size
 
 __all__ = [
     "AccessToken",
@@ -68,6 +71,7 @@ __all__ = [
     "TokenRequest",
     "UsageForecast",
     "field_errors",
+    "rule_error",
     "utc_now",
 ]
 
@@ -75,6 +79,21 @@ __all__ = [
 def utc_now() -> datetime:
     """The current time, timezone-aware in UTC, as every timestamp of the API is."""
     return datetime.now(UTC)
+
+
+def rule_error(
+    owner: type[BaseModel], loc: tuple[str | int, ...], value: object, message: str
+) -> ValidationError:
+    """An error for a rule a model checks across fields, located at the field it blames.
+
+    ``loc`` is relative to ``owner``. Raised from a validator, pydantic re-roots it under the
+    validator's own location, so an API error's ``field`` reads ``scaling_policy.min_instances``
+    rather than ``scaling_policy`` or ``body``.
+    """
+    detail = InitErrorDetails(
+        type=PydanticCustomError("rule", "{reason}", {"reason": message}), loc=loc, input=value
+    )
+    return ValidationError.from_exception_data(owner.__name__, [detail])
 
 
 class _Strict(BaseModel):
@@ -149,33 +168,23 @@ class Cloud(StrEnum):
 Impact = Literal["low", "medium", "high"]
 
 
-def _check_cpu(value: str) -> str:
-    try:
-        parse_cpu(value)
-    except QuantityError as exc:
-        raise ValueError(str(exc)) from None
-    return value
+def _parsed_by(parse: Callable[[str], object]) -> AfterValidator:
+    """Keep the string as written once ``parse`` accepts it; its QuantityError (a ValueError)
+    becomes the field's error message."""
+
+    def check(value: str) -> str:
+        parse(value)
+        return value
+
+    return AfterValidator(check)
 
 
-def _check_memory(value: str) -> str:
-    try:
-        parse_memory(value)
-    except QuantityError as exc:
-        raise ValueError(str(exc)) from None
-    return value
-
-
-def _check_size(value: str) -> str:
-    try:
-        parse_size(value)
-    except QuantityError as exc:
-        raise ValueError(str(exc)) from None
-    return value
-
-
-CpuQuantity = Annotated[str, AfterValidator(_check_cpu)]
-MemoryQuantity = Annotated[str, AfterValidator(_check_memory)]
-ByteSize = Annotated[str, AfterValidator(_check_size)]
+# Stripped first, so the stored string is the one that was checked: it is copied verbatim into
+# Kubernetes manifests and cloud resources, which reject surrounding whitespace.
+_Stripped = StringConstraints(strip_whitespace=True)
+CpuQuantity = Annotated[str, _Stripped, _parsed_by(parse_cpu)]
+MemoryQuantity = Annotated[str, _Stripped, _parsed_by(parse_memory)]
+ByteSize = Annotated[str, _Stripped, _parsed_by(parse_size)]
 Metadata = dict[str, Any]
 
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -282,10 +291,13 @@ class OptimizationRequest(_Strict):
     """The body of ``POST /models/{model_id}/optimize``."""
 
     method: OptimizationMethod
+    """Any method but ``distillation``, which is refused until the optimizer implements it."""
     target_size: ByteSize | None = None
-    """Largest acceptable artifact, e.g. ``"10MB"``; see :attr:`target_size_bytes`."""
-    target_latency: Annotated[float, Field(gt=0)] | None = None
-    """Largest acceptable p50 latency in milliseconds at the first requested batch size."""
+    """Largest acceptable artifact, e.g. ``"10MB"`` (at most 1000TB); in bytes as
+    :attr:`target_size_bytes`."""
+    target_latency: Annotated[float, Field(gt=0, le=3_600_000, allow_inf_nan=False)] | None = None
+    """Largest acceptable p50 latency in milliseconds at the first requested batch size (at most
+    an hour, the longest request timeout)."""
     metadata: Metadata = Field(default_factory=dict)
 
     @property
@@ -296,15 +308,23 @@ class OptimizationRequest(_Strict):
     def options(self) -> OptimizationOptions:
         return OptimizationOptions.model_validate(self.metadata)
 
-    @model_validator(mode="after")
-    def _validate_options(self) -> Self:
-        try:
-            self.options  # noqa: B018 - validating is the point
-        except ValidationError as exc:
-            raise ValueError(
-                "; ".join(f"metadata.{e.field}: {e.message}" for e in field_errors(exc))
-            ) from None
-        return self
+    @field_validator("method")
+    @classmethod
+    def _method_is_implemented(cls, value: OptimizationMethod) -> OptimizationMethod:
+        """Refused on arrival rather than accepted and failed later by the optimizer job."""
+        if value is OptimizationMethod.DISTILLATION:
+            raise PydanticCustomError(
+                "not_supported",
+                "'distillation' is not supported yet; use quantization, pruning, graph or auto",
+            )
+        return value
+
+    @field_validator("metadata")
+    @classmethod
+    def _options_are_valid(cls, value: Metadata) -> Metadata:
+        """The optimizer's knobs are checked on arrival; their errors read ``metadata.<knob>``."""
+        OptimizationOptions.model_validate(value)
+        return value
 
 
 class OptimizationJob(BaseModel):
@@ -370,9 +390,11 @@ class ScalingPolicy(_Strict):
     @model_validator(mode="after")
     def _min_not_above_max(self) -> Self:
         if self.min_instances > self.max_instances:
-            raise ValueError(
-                f"min_instances ({self.min_instances}) must be <= max_instances "
-                f"({self.max_instances})"
+            raise rule_error(
+                ScalingPolicy,
+                ("min_instances",),
+                self.min_instances,
+                f"must be <= max_instances ({self.max_instances}), got {self.min_instances}",
             )
         return self
 
@@ -408,8 +430,15 @@ class Target(_Strict):
 
     @model_validator(mode="after")
     def _local_has_no_region(self) -> Self:
-        if self.cloud is Cloud.LOCAL and (self.region or self.cluster):
-            raise ValueError("cloud 'local' runs on this host and takes no region or cluster")
+        if self.cloud is Cloud.LOCAL:
+            for name, value in (("region", self.region), ("cluster", self.cluster)):
+                if value:
+                    raise rule_error(
+                        Target,
+                        (name,),
+                        value,
+                        f"cloud 'local' runs on this host and takes no {name}",
+                    )
         return self
 
 
@@ -434,7 +463,12 @@ class _DeploymentSpec(_Strict):
             and self.target.cluster
             and self.deployment_type is not DeploymentType.KUBERNETES
         ):
-            raise ValueError("target.cluster applies only to deployment_type 'kubernetes'")
+            raise rule_error(
+                type(self),
+                ("target", "cluster"),
+                self.target.cluster,
+                f"applies only to deployment_type 'kubernetes', not {self.deployment_type.value!r}",
+            )
         return self
 
 
@@ -498,7 +532,8 @@ class CostBreakdown(BaseModel):
 
 
 class CostComparison(BaseModel):
-    """What the same usage would cost on each cloud's managed, always-on ML endpoint."""
+    """What the same usage would cost on each cloud's managed, always-on ML endpoint;
+    deployments that reported no usage in the window are left out of both sides."""
 
     our_platform: float
     aws: float
@@ -527,7 +562,9 @@ class CostAnalysis(BaseModel):
     """*Extension*: per deployment, the ``cloud/region`` whose prices apply (a local deployment
     is priced as the same usage in the reference cloud)."""
     notes: list[str] = Field(default_factory=list)
-    """*Extension*: caveats of the comparison (e.g. no managed instance fits a deployment)."""
+    """*Extension*: caveats and assumptions: deployments that reported no usage, node packing,
+    the control-plane split, estimated spot prices, the catalog's basis, managed instances
+    that fit no deployment."""
     cost_by_day: dict[date, float] = Field(default_factory=dict)
     """*Extension*: the total cost of each UTC day of the window (edge days only in part)."""
 
@@ -569,11 +606,11 @@ class DeploymentForecast(BaseModel):
     deployment_name: str
     current_requests: int
     current_cost: float
-    requests_forecast: list[float]
+    requests_forecast: list[int]
     cost_forecast: list[float]
-    requests_lower: list[float] = Field(default_factory=list)
+    requests_lower: list[int] = Field(default_factory=list)
     """*Extension*: lower edge of the 95 % prediction band of ``requests_forecast``."""
-    requests_upper: list[float] = Field(default_factory=list)
+    requests_upper: list[int] = Field(default_factory=list)
     """*Extension*: upper edge of the 95 % prediction band of ``requests_forecast``."""
     cost_lower: list[float] = Field(default_factory=list)
     """*Extension*: lower edge of the 95 % prediction band of ``cost_forecast``."""
@@ -596,14 +633,14 @@ class DeploymentForecast(BaseModel):
 class UsageForecast(BaseModel):
     timestamp: datetime
     days: int
-    total_requests_forecast: list[float]
+    total_requests_forecast: list[int]
     total_cost_forecast: list[float]
     forecast_by_deployment: dict[str, DeploymentForecast]
     first_day: date | None = None
     """*Extension*: the UTC day the first forecast value is for (one value per day)."""
-    total_requests_lower: list[float] = Field(default_factory=list)
+    total_requests_lower: list[int] = Field(default_factory=list)
     """*Extension*: lower edge of the 95 % band of ``total_requests_forecast``."""
-    total_requests_upper: list[float] = Field(default_factory=list)
+    total_requests_upper: list[int] = Field(default_factory=list)
     """*Extension*: upper edge of the 95 % band of ``total_requests_forecast``."""
     total_cost_lower: list[float] = Field(default_factory=list)
     """*Extension*: lower edge of the 95 % band of ``total_cost_forecast``."""

@@ -8,6 +8,7 @@ then defaults. Everything the platform keeps on disk lives under ``data_dir``.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
@@ -21,9 +22,16 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from aideploy.schema import Cloud
+from aideploy.regions import KNOWN_REGIONS
+from aideploy.schema import Cloud, rule_error
 
-__all__ = ["ENV_PREFIX", "Settings", "child_process_environment", "load_settings"]
+__all__ = [
+    "ENV_PREFIX",
+    "Settings",
+    "child_process_environment",
+    "load_settings",
+    "mask_url",
+]
 
 ENV_PREFIX = "AIDEPLOY_"
 _CONFIG_FILE_VARIABLE = f"{ENV_PREFIX}CONFIG_FILE"
@@ -68,6 +76,7 @@ class Settings(BaseSettings):
             Cloud.AZURE: "eastus",
         }
     )
+    """Per cloud, the region a deployment without one runs in; each a region of that cloud."""
     pulumi_backend_url: str | None = None
     """Pulumi state backend; default a file backend under ``data_dir``."""
     pulumi_passphrase: SecretStr | None = None
@@ -112,6 +121,24 @@ class Settings(BaseSettings):
     def _expand_user(cls, value: Path | None) -> Path | None:
         return None if value is None else value.expanduser()
 
+    @field_validator("default_regions", mode="after")
+    @classmethod
+    def _regions_of_their_cloud(cls, value: dict[Cloud, str]) -> dict[Cloud, str]:
+        """Checked here, so a typo names this setting instead of failing a later deployment."""
+        for cloud, region in value.items():
+            if region not in KNOWN_REGIONS[cloud]:
+                known = sorted(KNOWN_REGIONS[cloud])
+                expected = (
+                    f"one of {', '.join(known)}" if known else "no region (it runs on this host)"
+                )
+                raise rule_error(
+                    cls,
+                    (cloud.value,),
+                    region,
+                    f"{region!r} is not a region of {cloud.value}; expected {expected}",
+                )
+        return value
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -141,27 +168,61 @@ class Settings(BaseSettings):
         return self.pulumi_backend_url or f"file://{self.data_dir / 'pulumi'}"
 
     def masked(self) -> dict[str, Any]:
-        """The effective settings as plain data, secrets replaced by ``'**********'``."""
+        """The effective settings as plain data, secrets replaced by ``'**********'`` and the
+        credentials of every URL-valued setting by ``'****'``."""
         data = self.model_dump(mode="json")
         data.update(
-            effective_database_url=_mask_url_password(self.effective_database_url),
+            effective_database_url=self.effective_database_url,
             effective_artifact_store_url=self.effective_artifact_store_url,
-            effective_pulumi_backend_url=_mask_url_password(self.effective_pulumi_backend_url),
+            effective_pulumi_backend_url=self.effective_pulumi_backend_url,
         )
-        for key in ("database_url", "redis_url", "pulumi_backend_url"):
-            if data[key]:
-                data[key] = _mask_url_password(data[key])
-        return data
+        return {key: _mask_urls(value) for key, value in data.items()}
 
 
-def _mask_url_password(url: str) -> str:
-    """``postgresql://user:secret@host/db`` becomes ``postgresql://user:****@host/db``."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
+_URL_MASK = "****"
+# Query parameters whose value is a credential, matched anywhere in the name and in any case:
+# password=, pwd=, token=, access_token=, api_key=, AccountKey=, sig= (Azure SAS), secret=...
+_SECRET_PARAMETER = re.compile(r"pass|pwd|secret|token|key|sig|credential|auth", re.IGNORECASE)
+
+
+def _mask_urls(value: Any) -> Any:
+    """Every URL in a setting's value (strings, lists, dicts) with its credentials masked."""
+    if isinstance(value, str):
+        return mask_url(value)
+    if isinstance(value, list):
+        return [_mask_urls(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _mask_urls(item) for key, item in value.items()}
+    return value
+
+
+def mask_url(url: str) -> str:
+    """A URL's password and secret query parameters replaced by ``'****'``.
+
+    ``postgresql://user:secret@host/db?password=x`` becomes
+    ``postgresql://user:****@host/db?password=****``; a user part without a password is masked
+    whole (it is often a token: ``https://TOKEN@host``). Userinfo is taken up to the last ``@``
+    so that an unescaped ``@``, ``/`` or ``?`` in a password is masked with it, never shown.
+    Text that is not a URL is returned unchanged.
+    """
+    scheme, separator, rest = url.partition("://")
+    if not separator:
         return url
-    credentials, _, host = rest.rpartition("@")
-    user, colon, _password = credentials.partition(":")
-    return f"{scheme}://{user}{':****' if colon else ''}@{host}"
+    userinfo, at, location = rest.rpartition("@")
+    if at:
+        user, colon, _password = userinfo.partition(":")
+        userinfo = f"{user}:{_URL_MASK}" if colon else _URL_MASK
+    path, question, query = location.partition("?")
+    if question:
+        query, hash_mark, fragment = query.partition("#")
+        query = "&".join(_mask_parameter(item) for item in query.split("&"))
+        location = f"{path}?{query}{hash_mark}{fragment}"
+    return f"{scheme}://{userinfo}{at}{location}"
+
+
+def _mask_parameter(item: str) -> str:
+    name, equals, _value = item.partition("=")
+    return f"{name}={_URL_MASK}" if equals and _SECRET_PARAMETER.search(name) else item
 
 
 def _config_file_from_environment() -> Path | None:
