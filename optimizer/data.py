@@ -14,13 +14,27 @@ from optimizer.model_info import TensorSpec
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
+    import onnx
 
-__all__ = ["DEFAULT_DYNAMIC_SIZE", "Dataset", "generate_dataset", "load_dataset"]
+__all__ = [
+    "DEFAULT_DYNAMIC_SIZE",
+    "Dataset",
+    "check_index_bounds",
+    "generate_dataset",
+    "index_limits",
+    "load_dataset",
+]
 
 LABELS = "labels"
 DEFAULT_DYNAMIC_SIZE = 128
 """Generated inputs use this for dynamic axes other than the batch (e.g. sequence length)."""
 _GENERATED_SAMPLES = 32
+_GENERATED_MAX_ID = 1000
+"""Generated token ids stay below this, and below the smallest embedding table they index."""
+_INDEX_PASS_THROUGH = frozenset(
+    {"Cast", "Identity", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Expand"}
+)
+"""Ops between an integer input and the Gather it indexes that keep the ids' values."""
 _NUMPY_DTYPES = {
     "FP32": "float32",
     "FP16": "float16",
@@ -42,6 +56,8 @@ class Dataset:
     labels: npt.NDArray[np.generic] | None = None
     generated: bool = False
     notes: list[str] = field(default_factory=list)
+    source: str = "generated inputs"
+    """The file the data came from, for error messages."""
 
     @property
     def samples(self) -> int:
@@ -56,7 +72,11 @@ class Dataset:
 
 
 def load_dataset(path: Path, signature: list[TensorSpec]) -> Dataset:
-    """Read ``path`` and check every model input is there with a fitting dtype and shape."""
+    """Read ``path`` and check every model input is there with a fitting dtype and shape.
+
+    TorchScript records no shapes or dtypes (``shape`` is None): its arrays keep their dtype,
+    except that inputs the module uses as indices (``INT64``) must hold integers.
+    """
     import numpy as np
 
     try:
@@ -81,6 +101,14 @@ def load_dataset(path: Path, signature: list[TensorSpec]) -> Dataset:
         array = arrays[spec.name]
         _check_array(spec, array, path.name)
         wanted = _NUMPY_DTYPES.get(spec.datatype)
+        counts.add(len(array))
+        if spec.shape is None:
+            if spec.datatype == "INT64" and not np.issubdtype(array.dtype, np.integer):
+                raise CalibrationDataError(
+                    f"data: {path.name}[{spec.name!r}] has dtype {array.dtype}, but the model "
+                    "uses it as indices (an embedding or gather), which need integers"
+                )
+            continue
         if wanted is not None and array.dtype != np.dtype(wanted):
             if np.can_cast(array.dtype, wanted, casting="same_kind"):
                 arrays[spec.name] = array.astype(wanted)
@@ -89,7 +117,6 @@ def load_dataset(path: Path, signature: list[TensorSpec]) -> Dataset:
                     f"data: {path.name}[{spec.name!r}] has dtype {array.dtype}, the model "
                     f"expects {wanted}"
                 )
-        counts.add(len(array))
     if labels is not None:
         counts.add(len(labels))
     if len(counts) != 1:
@@ -99,7 +126,7 @@ def load_dataset(path: Path, signature: list[TensorSpec]) -> Dataset:
         )
     if counts == {0}:
         raise CalibrationDataError(f"data: {path.name} holds no samples")
-    return Dataset(inputs=arrays, labels=labels)
+    return Dataset(inputs=arrays, labels=labels, source=path.name)
 
 
 def _check_array(spec: TensorSpec, array: npt.NDArray[np.generic], filename: str) -> None:
@@ -115,11 +142,68 @@ def _check_array(spec: TensorSpec, array: npt.NDArray[np.generic], filename: str
         )
 
 
-def generate_dataset(signature: list[TensorSpec], samples: int = _GENERATED_SAMPLES) -> Dataset:
+def index_limits(model: onnx.ModelProto) -> dict[str, int]:
+    """For each graph input used as Gather indices, the rows of the smallest table it indexes.
+
+    Ids at or above that (or below its negative) make the model fail, so generated ids stay
+    under it and user data is checked against it.
+    """
+    from onnx import helper
+
+    tables = {tensor.name: list(tensor.dims) for tensor in model.graph.initializer}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    limits: dict[str, int] = {}
+    for value in model.graph.input:
+        frontier, seen = [value.name], {value.name}
+        while frontier:
+            tensor = frontier.pop()
+            for node in consumers.get(tensor, []):
+                dims = tables.get(node.input[0], [])
+                if node.op_type == "Gather" and node.input[1:2] == [tensor] and dims:
+                    axis = next(
+                        (
+                            int(helper.get_attribute_value(a))
+                            for a in node.attribute
+                            if a.name == "axis"
+                        ),
+                        0,
+                    )
+                    rows = dims[axis % len(dims)]
+                    limits[value.name] = min(limits.get(value.name, rows), rows)
+                elif node.op_type in _INDEX_PASS_THROUGH and node.input[0] == tensor:
+                    fresh = [name for name in node.output if name not in seen]
+                    seen.update(fresh)
+                    frontier.extend(fresh)
+    return limits
+
+
+def check_index_bounds(data: Dataset, limits: dict[str, int]) -> None:
+    """Ids outside the embedding tables they index fail the model: say which and why."""
+    for name, limit in limits.items():
+        array = data.inputs.get(name)
+        if array is None or array.size == 0:
+            continue
+        low, high = int(array.min()), int(array.max())
+        if high >= limit or low < -limit:
+            raise CalibrationDataError(
+                f"data: {data.source}[{name!r}] holds ids from {low} to {high}, but the model "
+                f"looks them up in a table of {limit} rows, so they must lie in 0..{limit - 1}"
+            )
+
+
+def generate_dataset(
+    signature: list[TensorSpec],
+    samples: int = _GENERATED_SAMPLES,
+    limits: dict[str, int] | None = None,
+) -> Dataset:
     """Plausible inputs from the signature: N(0,1) floats, small ints, all-ones masks.
 
-    Good enough for calibration ranges of normalised inputs and for fidelity checks; the report
-    says the data was generated, since real data calibrates better.
+    Token ids stay below ``limits`` (see :func:`index_limits`). Good enough for calibration
+    ranges of normalised inputs and for fidelity checks; the report says the data was
+    generated, since real data calibrates better.
     """
     import numpy as np
 
@@ -141,7 +225,8 @@ def generate_dataset(signature: list[TensorSpec], samples: int = _GENERATED_SAMP
             elif "type" in spec.name.lower() or "position" in spec.name.lower():
                 inputs[spec.name] = np.zeros(shape, dtype=dtype)
             else:
-                inputs[spec.name] = rng.integers(0, 1000, size=shape).astype(dtype)
+                high = min(_GENERATED_MAX_ID, (limits or {}).get(spec.name, _GENERATED_MAX_ID))
+                inputs[spec.name] = rng.integers(0, high, size=shape).astype(dtype)
         else:
             inputs[spec.name] = rng.standard_normal(shape).astype(dtype)
     return Dataset(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aideploy.errors import AideployError, InputError, NotSupportedError
 
 __all__ = [
+    "DISTILLATION_NOT_SUPPORTED",
     "CalibrationDataError",
     "InvalidModelError",
     "OptimizationCancelledError",
@@ -12,6 +13,11 @@ __all__ = [
     "UnsafeModelError",
     "UnsupportedModelError",
 ]
+
+DISTILLATION_NOT_SUPPORTED = (
+    "method: 'distillation' is not supported yet; use quantization, pruning, graph or auto"
+)
+"""The one message for distillation, from the command and the library alike."""
 
 
 class InvalidModelError(InputError):

@@ -3,13 +3,15 @@
 ONNX files are parsed with their external data left on disk (no torch import, so the API can
 call this on every upload); PyTorch archives are recognised from their zip layout before torch
 ever sees them, so a plain pickle (``torch.save`` of an ``nn.Module`` or a state dict) is
-rejected instead of unpickled.
+rejected instead of unpickled, and TorchScript code that would run while loading (a
+``__setstate__``) or touch files is rejected from its source text before ``torch.jit.load``.
 """
 
 from __future__ import annotations
 
 import math
 import pickle
+import re
 import zipfile
 from enum import StrEnum
 from pathlib import Path
@@ -44,6 +46,13 @@ tensors uncompressed (those may be any size); only code and metadata are deflate
 small, so more than this is a compression bomb."""
 
 _PICKLE_PROTOCOL_OPCODE = 0x80
+_TORCHSCRIPT_HOSTILE_CODE = re.compile(
+    rb"__setstate__|\b(?:from_file|read_file|write_file)\b|\b(?:torch|aten)\.(?:save|load)\b"
+)
+"""TorchScript source that runs while loading (``__setstate__`` is called by the unpickler) or
+reads and writes files. No exported model needs either; quantized modules' packed parameters
+define ``__setstate__`` and are rejected too (export those with torch.export or to ONNX)."""
+_SCAN_CHUNK = 1 << 20
 _ACCEPTED_PYTORCH = (
     "save it with torch.jit.save (TorchScript, .pt) or torch.export.save (torch.export, .pt2)"
 )
@@ -62,6 +71,8 @@ class TensorSpec(BaseModel):
 
     name: str
     datatype: str
+    """For TorchScript, which records no dtypes, a guess from how the module uses the input:
+    ``INT64`` for embedding and gather indices, else ``FP32``; the data's dtype is used as is."""
     shape: list[int] | None
     """``None`` when the format does not record shapes (TorchScript)."""
 
@@ -288,6 +299,7 @@ def pytorch_format(path: Path) -> ModelFormat:
     if any("/code/" in name for name in names) and any(
         name.endswith("constants.pkl") for name in names
     ):
+        _check_torchscript_code(path, members)
         return ModelFormat.TORCHSCRIPT
     if any(name.endswith("data.pkl") for name in names):
         raise UnsafeModelError(
@@ -319,6 +331,33 @@ def _check_inflated_sizes(path: Path, members: list[zipfile.ZipInfo]) -> None:
         )
 
 
+def _check_torchscript_code(path: Path, members: list[zipfile.ZipInfo]) -> None:
+    """Reject TorchScript whose code would run on ``torch.jit.load`` or touch files.
+
+    Loading compiles the archive's ``code/**.py`` and calls each object's ``__setstate__``
+    while unpickling ``data.pkl``; reading the source first keeps that code from ever running
+    in the API process.
+    """
+    overlap = 64  # a match split across two chunks is still found
+    with zipfile.ZipFile(path) as archive:
+        for member in members:
+            if "/code/" not in member.filename or not member.filename.endswith(".py"):
+                continue
+            tail = b""
+            with archive.open(member) as handle:
+                while chunk := handle.read(_SCAN_CHUNK):
+                    found = _TORCHSCRIPT_HOSTILE_CODE.search(tail + chunk)
+                    if found is not None:
+                        raise UnsafeModelError(
+                            f"model: {path.name} is TorchScript whose code "
+                            f"({member.filename.split('/code/', 1)[1]}) uses "
+                            f"{found.group().decode()}, which would run while loading or touch "
+                            "files, so it is never loaded; export the model with torch.export "
+                            "(.pt2) or to ONNX"
+                        )
+                    tail = chunk[-overlap:]
+
+
 def load_exported_program(path: Path) -> Any:
     """``torch.export.load`` with every pickle inside restricted (see
     :func:`aideploy.settings.restrict_torch_unpickling`): sample inputs, constants and pickled
@@ -348,7 +387,7 @@ def _inspect_pytorch_archive(path: Path) -> ModelInfo:
             f"model: {path.name} holds a pickle that only loads by running arbitrary code, "
             "which is never done"
         ) from None
-    except (RuntimeError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+    except (RuntimeError, ValueError, KeyError, AttributeError, zipfile.BadZipFile) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InvalidModelError(
             f"model: {path.name} looks like {model_format.value} but does not load ({first_line})"
@@ -377,19 +416,54 @@ _TORCH_DATATYPES = {
 }
 
 
-def _torchscript_signature(module: object) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """TorchScript records argument names and types but no shapes or dtypes."""
-    schema = module.forward.schema  # type: ignore[attr-defined]
+_INDEX_ARGUMENTS = {
+    "aten::embedding": 1,
+    "aten::embedding_bag": 1,
+    "aten::index_select": 2,
+    "aten::gather": 2,
+}
+"""TorchScript ops whose argument at that position must be an integer index tensor."""
+
+
+def _torchscript_signature(module: Any) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """TorchScript records argument names but no shapes or dtypes.
+
+    An input the module feeds straight into an embedding or gather as indices is ``INT64``;
+    any other is recorded as ``FP32``, a guess the user's data overrides. A returned tuple
+    counts as one output per element.
+    """
+    schema = module.forward.schema
+    names = [argument.name for argument in schema.arguments[1:]]  # the first is the module
+    index_inputs = _torchscript_index_inputs(module, names)
     inputs = [
-        TensorSpec(name=argument.name, datatype="FP32", shape=None)
-        for argument in schema.arguments
-        if argument.name != "self"
+        TensorSpec(name=name, datatype="INT64" if name in index_inputs else "FP32", shape=None)
+        for name in names
     ]
+    count = 0
+    for returned in schema.returns:
+        elements = getattr(returned.type, "elements", None)
+        count += len(elements()) if callable(elements) else 1
     outputs = [
-        TensorSpec(name=f"output_{index}", datatype="FP32", shape=None)
-        for index, _ in enumerate(schema.returns)
+        TensorSpec(name=f"output_{index}", datatype="FP32", shape=None) for index in range(count)
     ]
     return inputs, outputs
+
+
+def _torchscript_index_inputs(module: Any, names: list[str]) -> set[str]:
+    """The forward arguments used directly as indices anywhere in the inlined graph."""
+    import torch
+
+    try:
+        graph = module.forward.graph.copy()
+        torch._C._jit_pass_inline(graph)
+    except (RuntimeError, AttributeError):  # a best-effort hint: the data's dtypes decide
+        return set()
+    values = list(graph.inputs())[1:]  # the first is ``self``
+    return {
+        name
+        for name, value in zip(names, values, strict=True)
+        if any(_INDEX_ARGUMENTS.get(use.user.kind()) == use.offset for use in value.uses())
+    }
 
 
 def _exported_signature(program: Any) -> tuple[list[TensorSpec], list[TensorSpec]]:

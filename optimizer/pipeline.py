@@ -9,20 +9,22 @@ name is a hash of the input, the data and the request, which makes it the cache.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
+import re
 import shutil
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from aideploy.errors import InputError, NotSupportedError
+from aideploy.errors import AideployError, InputError, NotSupportedError
 from aideploy.schema import (
     OptimizationMethod,
     OptimizationOptions,
@@ -31,14 +33,29 @@ from aideploy.schema import (
     ResourceRequirements,
 )
 from optimizer.convert import to_onnx
-from optimizer.data import Dataset, generate_dataset, load_dataset
-from optimizer.errors import OptimizationCancelledError, UnsupportedModelError
+from optimizer.data import (
+    Dataset,
+    check_index_bounds,
+    generate_dataset,
+    index_limits,
+    load_dataset,
+)
+from optimizer.errors import (
+    DISTILLATION_NOT_SUPPORTED,
+    CalibrationDataError,
+    OptimizationCancelledError,
+    OptimizationFailedError,
+    UnsupportedModelError,
+)
 from optimizer.logs import quiet_logs
 from optimizer.measure import (
+    LATENCY_BUDGET_SECONDS,
     AccuracyResult,
     LatencyStats,
+    Outputs,
     Task,
     artifact_size,
+    check_labels,
     compare_latency,
     evaluate_accuracy,
     infer_task,
@@ -46,7 +63,13 @@ from optimizer.measure import (
     run_all,
     verify_artifact,
 )
-from optimizer.model_info import ModelFormat, ModelInfo, inspect_model
+from optimizer.model_info import (
+    ModelFormat,
+    ModelInfo,
+    external_data_files,
+    inspect_model,
+    load_onnx,
+)
 from optimizer.passes.base import Pass
 from optimizer.passes.graph import GraphOptimization, GraphOptimizationConfig
 from optimizer.passes.prune import StructuredPruning, StructuredPruningConfig, find_groups
@@ -62,10 +85,6 @@ from optimizer.passes.quantize import (
     quantizable_nodes,
 )
 
-if TYPE_CHECKING:
-    import numpy as np
-    import numpy.typing as npt
-
 __all__ = [
     "DEFAULT_MAX_ACCURACY_DROP",
     "CandidateReport",
@@ -76,15 +95,18 @@ __all__ = [
 
 REPORT_NAME = "report.json"
 DEFAULT_MAX_ACCURACY_DROP = 1.0
-"""``auto`` without ``max_accuracy_drop`` loses at most this many points of the metric."""
+"""``auto`` without ``max_accuracy_drop`` loses at most this many points of the metric (for
+``negative_mse``, whose change is in squared units, this many percent of the original's MSE)."""
 DEFAULT_SPARSITY = 0.5
-_CACHE_VERSION = "5"
+_CACHE_VERSION = "6"
 _SENSITIVITY_SAMPLES = 16
 _REFINE_GOAL_PP = 0.5
 """Without a floor, auto still spends size-neutral precision on sensitive layers down to this."""
 _SIZE_TIE = 0.01
 """Without targets, candidates within 1% of the original size of the smallest count as equal."""
 _MAX_KEPT_LAYERS = (1, 2, 3, 4, 6, 8, 12, 16)
+_ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ")
+"""ONNX Runtime's error code banner, dropped from the one-line messages."""
 _NOT_SLOWER_TOLERANCE = 1.0
 """The paired latency ratio to the original must be at most this at every batch size."""
 
@@ -166,12 +188,13 @@ class _Context:
     data: Dataset
     task: Task
     threads: int
-    reference: npt.NDArray[np.floating]
+    reference: Outputs
     progress: Callable[[ProgressEvent], None] | None
     cancel: threading.Event | None
+    latency_budget: float = LATENCY_BUDGET_SECONDS
     step: int = 0
-    total: int = 4
-    """Graph optimization, reference run, verification, output; candidates add theirs."""
+    total: int = 3
+    """Graph optimization, reference run, output; candidates add theirs."""
     notes: list[str] = field(default_factory=list)
 
     def check_cancel(self) -> None:
@@ -196,8 +219,12 @@ def optimize(
     data: Path | None = None,
     progress: Callable[[ProgressEvent], None] | None = None,
     cancel: threading.Event | None = None,
+    latency_budget_seconds: float = LATENCY_BUDGET_SECONDS,
 ) -> OptimizationResult:
     """Optimize ``model`` as ``request`` asks; write ``out_dir/<key>/`` and return the result.
+
+    ``latency_budget_seconds`` is the timed time per batch size (see
+    :func:`~optimizer.measure.compare_latency`); shorter budgets suit smoke runs and tests.
 
     Raises :class:`~aideploy.errors.InputError` subclasses for bad models, data or requests,
     :class:`~aideploy.errors.NotSupportedError` for methods not offered, and
@@ -205,8 +232,9 @@ def optimize(
     """
     model, out_dir = Path(model), Path(out_dir)
     options = _validate_request(request)
+    _check_out_dir(out_dir)
     info = inspect_model(model)
-    key = _cache_key(model, info, request, data)
+    key = _cache_key(model, info, request, data, latency_budget_seconds)
     final = out_dir / key[:24]
     cached = _cached_result(final)
     if cached is not None:
@@ -217,14 +245,12 @@ def optimize(
     work.mkdir(parents=True)
     try:
         context = _prepare(model, info, request, options, work, data, progress, cancel)
+        context.latency_budget = latency_budget_seconds
         candidates = _plan(context)
         reports = _measure_candidates(context, candidates)
         if request.method is OptimizationMethod.AUTO:
             reports, candidates = _refine_with_sensitivity(context, candidates, reports)
         chosen = _choose(context, candidates, reports)
-        context.report("verifying the chosen artifact")
-        assert chosen.path is not None
-        verify_artifact(chosen.path, context.data)
         result = _write_output(context, key, chosen, reports, work, final)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -238,9 +264,7 @@ def _validate_request(request: OptimizationRequest) -> OptimizationOptions:
     options = request.options
     method = request.method
     if method is OptimizationMethod.DISTILLATION:
-        raise NotSupportedError(
-            "method: 'distillation' is not supported yet; use quantization, pruning, graph or auto"
-        )
+        raise NotSupportedError(DISTILLATION_NOT_SUPPORTED)
     if options.precision is not None and method not in (
         OptimizationMethod.QUANTIZATION,
         OptimizationMethod.AUTO,
@@ -256,6 +280,21 @@ def _validate_request(request: OptimizationRequest) -> OptimizationOptions:
     return options
 
 
+def _check_out_dir(out_dir: Path) -> None:
+    """The output must be a folder (created if missing), not a file."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"output: {out_dir} is a file; expected a folder (created if missing)")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"output: cannot create the folder {out_dir} ({exc.strerror})") from None
+
+
+def _model_files(path: Path) -> list[Path]:
+    """An ONNX file and its external data files: what its bytes are."""
+    return [path, *sorted(external_data_files(load_onnx(path), path.parent))]
+
+
 def _file_digest(paths: list[Path]) -> str:
     digest = hashlib.sha256()
     for path in paths:
@@ -266,18 +305,20 @@ def _file_digest(paths: list[Path]) -> str:
 
 
 def _cache_key(
-    model: Path, info: ModelInfo, request: OptimizationRequest, data: Path | None
+    model: Path,
+    info: ModelInfo,
+    request: OptimizationRequest,
+    data: Path | None,
+    latency_budget: float,
 ) -> str:
-    """Input bytes (with external data), data bytes, the request and the optimizer version."""
-    files = [model]
-    if info.format is ModelFormat.ONNX:
-        from optimizer.model_info import external_data_files, load_onnx
-
-        files.extend(sorted(external_data_files(load_onnx(model), model.parent)))
+    """Input bytes (with external data), data bytes, the request, how long latency is measured
+    and the optimizer version."""
+    files = _model_files(model) if info.format is ModelFormat.ONNX else [model]
     parts = {
         "model": _file_digest(files),
         "data": _file_digest([data]) if data is not None and data.is_file() else None,
         "request": request.model_dump(mode="json"),
+        "latency_budget": latency_budget,
         "version": _CACHE_VERSION,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
@@ -308,6 +349,12 @@ def _prepare(
     progress: Callable[[ProgressEvent], None] | None,
     cancel: threading.Event | None,
 ) -> _Context:
+    """Convert to ONNX if needed, load and check the data, and run the original once on it.
+
+    Everything a bad model or bad data can break is found here, before any candidate is built:
+    ONNX Runtime refusing the model, ids outside its embedding tables, labels that do not fit
+    its output, data the original itself fails on.
+    """
     notes: list[str] = []
     original = model
     dataset: Dataset | None = None
@@ -318,12 +365,21 @@ def _prepare(
         notes.append(f"converted from {info.format.value} to ONNX")
         converted = inspect_model(original)
         if any(spec.shape and spec.shape[0] != -1 for spec in converted.inputs):
-            notes.append("the model has a static batch size; export it with a dynamic batch axis")
+            notes.append(
+                "the model has a static batch size that could not be made dynamic; export it "
+                'with dynamic_shapes={...: {0: torch.export.Dim("batch")}}'
+            )
+        elif any(spec.shape and spec.shape[0] != -1 for spec in info.inputs):
+            notes.append("the program was exported with a static batch; re-exported it dynamic")
         info = converted
+    limits = index_limits(load_onnx(original))
     if dataset is None:
         dataset = (
-            load_dataset(data, info.inputs) if data is not None else generate_dataset(info.inputs)
+            load_dataset(data, info.inputs)
+            if data is not None
+            else generate_dataset(info.inputs, limits=limits)
         )
+    check_index_bounds(dataset, limits)
     notes.extend(dataset.notes)
     static_batch = next(
         (spec.shape[0] for spec in info.inputs if spec.shape and spec.shape[0] > 0), None
@@ -343,26 +399,58 @@ def _prepare(
         data=dataset,
         task="embedding",
         threads=threads,
-        reference=_empty(),
+        reference={},
         progress=progress,
         cancel=cancel,
         notes=notes,
     )
     context.report("graph optimization (basic)")
-    context.base = GraphOptimization(GraphOptimizationConfig(level="basic")).run(
-        original, work / "base"
-    )
+    with _onnxruntime_errors(
+        f"model: ONNX Runtime cannot load {model.name}", UnsupportedModelError
+    ):
+        context.base = GraphOptimization(GraphOptimizationConfig(level="basic")).run(
+            original, work / "base"
+        )
+        session = make_session(original, threads)
     context.report("running the original model on the evaluation data")
-    output = info.outputs[0]
-    context.task = options.task or infer_task(output.name, output.shape, dataset)
-    context.reference = run_all(make_session(original, threads), dataset)
+    with _onnxruntime_errors(
+        f"data: the original model fails on {dataset.source}", CalibrationDataError
+    ):
+        context.reference = run_all(session, dataset)
+    if options.task is not None:
+        context.task = options.task
+    else:
+        context.task, reason = infer_task(original, dataset)
+        notes.append(
+            f"accuracy judged as {context.task} ({reason}); set task (--task, metadata.task) to "
+            "judge it otherwise"
+        )
+    check_labels(dataset, next(iter(context.reference.values())), context.task)
     return context
 
 
-def _empty() -> npt.NDArray[np.floating]:
-    import numpy as np
+@contextlib.contextmanager
+def _onnxruntime_errors(
+    message: str, error: type[InputError] | type[NotSupportedError]
+) -> Iterator[None]:
+    """ONNX Runtime's own exceptions become ``error`` with ``message`` and ORT's first line."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
 
-    return np.zeros(0)
+    failures = (
+        state.Fail,
+        state.InvalidArgument,
+        state.InvalidGraph,
+        state.InvalidProtobuf,
+        state.NoSuchFile,
+        state.NotImplemented,
+        state.RuntimeException,
+    )
+    try:
+        yield
+    except failures as exc:
+        text = _ORT_PREFIX.sub("", str(exc).strip())
+        detail = text.splitlines()[0] if text else type(exc).__name__
+        raise error(f"{message}: {detail}") from exc
 
 
 # --- planning ---------------------------------------------------------------------------------
@@ -393,7 +481,16 @@ def _int8_for(
 
 def _precision_candidate(context: _Context, precision: Precision) -> _Candidate:
     if precision is Precision.INT8:
-        return _Candidate("int8", precision.value, [DynamicInt8(DynamicInt8Config())])
+        convolutions = sum(node.op_type == "Conv" for node in load_onnx(context.base).graph.node)
+        note = (
+            [
+                f"dynamic int8 left the {convolutions} convolution(s) in fp32 (ONNX Runtime's "
+                "ConvInteger is several times slower than fp32); int8-static quantizes them"
+            ]
+            if convolutions
+            else []
+        )
+        return _Candidate("int8", precision.value, [DynamicInt8(DynamicInt8Config())], note)
     if precision is Precision.INT8_STATIC:
         notes = (
             ["calibrated on inputs generated from the signature"] if context.data.generated else []
@@ -458,8 +555,6 @@ def _auto_candidates(context: _Context) -> list[_Candidate]:
 
 
 def _has_op(path: Path, *op_types: str) -> bool:
-    from optimizer.model_info import load_onnx
-
     return any(node.op_type in op_types for node in load_onnx(path).graph.node)
 
 
@@ -467,12 +562,23 @@ def _has_op(path: Path, *op_types: str) -> bool:
 
 
 def _run_candidate(context: _Context, candidate: _Candidate, index: int) -> Path:
+    """Run the candidate's passes; a pass that crashes on this graph is an
+    :class:`OptimizationFailedError` naming it (``auto`` then skips the candidate)."""
     artifact = context.base
     folder = context.work / f"candidate-{index}"
     for step, pass_ in enumerate(candidate.passes):
         context.check_cancel()
-        with quiet_logs():
-            artifact = pass_.run(artifact, folder / str(step))
+        try:
+            with quiet_logs():
+                artifact = pass_.run(artifact, folder / str(step))
+        except AideployError:
+            raise
+        except Exception as exc:
+            text = str(exc).strip()
+            raise OptimizationFailedError(
+                f"the {pass_.name} pass failed on this model: "
+                f"{text.splitlines()[0] if text else type(exc).__name__}"
+            ) from exc
         if isinstance(pass_, StructuredPruning) and pass_.summary is not None:
             summary = pass_.summary
             candidate.notes.append(
@@ -487,16 +593,22 @@ def _run_candidate(context: _Context, candidate: _Candidate, index: int) -> Path
 def _measure_candidates(
     context: _Context, candidates: list[_Candidate], offset: int = 0
 ) -> list[CandidateReport]:
-    """Build every candidate, then time them all interleaved with the original."""
+    """Build and verify every candidate, then time them all interleaved with the original.
+
+    Each one must pass ``onnx.checker`` and one inference before it is measured and reported.
+    ``auto`` skips a candidate that does not apply or fails verification (with a note); a
+    single method raises.
+    """
     context.total += len(candidates) + 1
     built: list[_Candidate] = []
     for index, candidate in enumerate(candidates):
-        context.report(f"building candidate {candidate.name}")
+        context.report(f"building and verifying candidate {candidate.name}")
         try:
-            _run_candidate(context, candidate, offset + index)
-        except UnsupportedModelError:
+            verify_artifact(_run_candidate(context, candidate, offset + index), context.data)
+        except (UnsupportedModelError, OptimizationFailedError) as exc:
             if context.request.method is not OptimizationMethod.AUTO:
                 raise
+            context.notes.append(f"skipped candidate {candidate.name}: {exc}")
             continue
         built.append(candidate)
     context.report(f"measuring latency of {len(built)} candidate(s) against the original")
@@ -505,8 +617,19 @@ def _measure_candidates(
         make_session(candidate.path, context.threads) for candidate in built if candidate.path
     ]
     timings = compare_latency(
-        sessions, context.data, list(context.options.batch_sizes), should_stop=context.check_cancel
+        sessions,
+        context.data,
+        list(context.options.batch_sizes),
+        budget_seconds=context.latency_budget,
+        should_stop=context.check_cancel,
     )
+    unsettled = sorted({s.batch_size for stats in timings for s in stats if not s.stable})
+    note = (
+        f"latency at batch size(s) {unsettled} did not settle within twice the time budget "
+        "(a busy machine?); read those changes with care"
+    )
+    if unsettled and note not in context.notes:
+        context.notes.append(note)
     original_size = artifact_size(context.original)
     reports = []
     for candidate, latency, session in zip(built, timings[1:], sessions[1:], strict=True):
@@ -536,11 +659,17 @@ def _measure_candidates(
     return reports
 
 
-def _accuracy_budget(context: _Context) -> float | None:
+def _accuracy_budget(context: _Context, accuracy: AccuracyResult) -> float | None:
+    """The most accuracy a candidate may lose, in the unit of its metric's change."""
     drop = context.options.max_accuracy_drop
     if drop is None and context.request.method is OptimizationMethod.AUTO:
-        return DEFAULT_MAX_ACCURACY_DROP
+        return _in_metric_units(DEFAULT_MAX_ACCURACY_DROP, accuracy)
     return drop
+
+
+def _in_metric_units(points: float, accuracy: AccuracyResult) -> float:
+    """A default given in points: as is for percent metrics, else that percent of the MSE."""
+    return points if accuracy.change_unit == "pp" else points / 100 * abs(accuracy.original)
 
 
 def _unmet_targets(context: _Context, report: CandidateReport) -> list[str]:
@@ -558,11 +687,11 @@ def _unmet_targets(context: _Context, report: CandidateReport) -> list[str]:
                 f"target_latency {context.request.target_latency:g} ms at batch {first.batch_size} "
                 f"(got {first.p50_ms:.2f} ms)"
             )
-    budget = _accuracy_budget(context)
+    budget = _accuracy_budget(context, report.accuracy)
     if budget is not None and report.accuracy.change_pp < -budget:
         unmet.append(
-            f"max_accuracy_drop {budget:g} pp of {report.accuracy.metric} "
-            f"(got {report.accuracy.change_pp:+.2f} pp)"
+            f"max_accuracy_drop {budget:g} {report.accuracy.change_unit} of "
+            f"{report.accuracy.metric} (got {report.accuracy.describe_change()})"
         )
     return unmet
 
@@ -584,9 +713,11 @@ def _refine_with_sensitivity(
     accuracy lost; then the k worst keep higher precision for growing k until the goal is met.
     """
     int8 = next((r for r in reports if r.name in ("int8", "int8-static")), None)
+    if int8 is None:
+        return reports, candidates
     floor = context.options.max_accuracy_drop
-    goal = floor if floor is not None else _REFINE_GOAL_PP
-    if int8 is None or int8.accuracy.change_pp >= -goal:
+    goal = floor if floor is not None else _in_metric_units(_REFINE_GOAL_PP, int8.accuracy)
+    if int8.accuracy.change_pp >= -goal:
         return reports, candidates
     layers = quantizable_nodes(context.base, ("MatMul", "Gemm", "Conv"))
     if len(layers) < 2:
@@ -594,7 +725,7 @@ def _refine_with_sensitivity(
     ranking = _sensitivity_ranking(context, layers)
     context.notes.append(
         "sensitivity scan (accuracy change with only that layer quantized, worst first): "
-        + ", ".join(f"{name} {loss:+.3f} pp" for name, loss in ranking[:6])
+        + ", ".join(f"{name} {loss:+.3g} {int8.accuracy.change_unit}" for name, loss in ranking[:6])
     )
     for kept in _MAX_KEPT_LAYERS:
         if kept >= len(layers):
@@ -628,7 +759,7 @@ def _sensitivity_ranking(context: _Context, layers: list[str]) -> list[tuple[str
         labels=None if context.data.labels is None else context.data.labels[:_SENSITIVITY_SAMPLES],
         generated=context.data.generated,
     )
-    reference = context.reference[: sample.samples]
+    reference = {name: values[: sample.samples] for name, values in context.reference.items()}
     losses = []
     context.total += len(layers)
     for index, layer in enumerate(layers):
@@ -649,7 +780,7 @@ def _sensitivity_ranking(context: _Context, layers: list[str]) -> list[tuple[str
 
 
 def _sensitivity_key(context: _Context) -> str:
-    digest = hashlib.sha256(_file_digest([context.base]).encode())
+    digest = hashlib.sha256(_file_digest(_model_files(context.base)).encode())
     for name in sorted(context.data.inputs):
         digest.update(context.data.inputs[name][:_SENSITIVITY_SAMPLES].tobytes())
     digest.update(context.task.encode())
@@ -702,9 +833,10 @@ def _shortfall(context: _Context, report: CandidateReport) -> float:
         total += max(0.0, report.size_bytes / size - 1)
     if (latency := context.request.target_latency) is not None:
         total += max(0.0, report.latency[0].p50_ms / latency - 1)
-    budget = _accuracy_budget(context)
+    budget = _accuracy_budget(context, report.accuracy)
     if budget is not None:
-        total += max(0.0, -report.accuracy.change_pp - budget) / max(budget, 0.1)
+        floor = _in_metric_units(0.1, report.accuracy)
+        total += max(0.0, -report.accuracy.change_pp - budget) / max(budget, floor, 1e-12)
     return total
 
 
@@ -762,8 +894,6 @@ def _write_output(
 def _copy_model(source: Path, target: Path) -> None:
     """Copy an ONNX file; external data, if any, is re-saved beside it under the new name."""
     import onnx
-
-    from optimizer.model_info import external_data_files, load_onnx
 
     if not external_data_files(load_onnx(source), source.parent):
         shutil.copyfile(source, target)

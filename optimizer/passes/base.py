@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ["Pass", "PassConfig", "needs_external_data", "save_model"]
+__all__ = ["Pass", "PassConfig", "has_external_data", "needs_external_data", "save_model"]
 
 _PROTOBUF_LIMIT = 1_800_000_000
 """Above this the model's weights go to an external data file (protobuf caps at 2 GB)."""
@@ -58,6 +58,13 @@ def needs_external_data(path: Path) -> bool:
 
     files = external_data_files(load_onnx(path), path.parent)
     return path.stat().st_size + sum(file.stat().st_size for file in files) > _PROTOBUF_LIMIT
+
+
+def has_external_data(path: Path) -> bool:
+    """Whether any weight of the model at ``path`` lives in a file beside it."""
+    from optimizer.model_info import external_data_files, load_onnx
+
+    return bool(external_data_files(load_onnx(path), path.parent))
 
 
 def save_model(model: onnx.ModelProto, path: Path) -> Path:

@@ -1,5 +1,6 @@
-"""Tiny models built in fixtures: an MLP and a CNN exported from torch, a transformer MLP block
-written with the ONNX helper, and matching ``.npz`` data."""
+"""Tiny models built in fixtures: an MLP and a CNN exported from torch, the MLP again with its
+weights in an external data file, a transformer MLP block and a token model written with the
+ONNX helper, a TorchScript embedding model, and matching ``.npz`` data."""
 
 from __future__ import annotations
 
@@ -136,3 +137,88 @@ def _run(path: Path, **inputs: np.ndarray) -> np.ndarray:
 def run_onnx() -> Callable[..., np.ndarray]:
     """Run an ONNX file on CPU and return its first output."""
     return _run
+
+
+@pytest.fixture(scope="session")
+def mlp_external(models_dir: Path) -> Path:
+    """The MLP with every weight in ``mlp_ext.bin`` beside the model, in a folder of its own."""
+    folder = models_dir / "external"
+    folder.mkdir()
+    source = models_dir / "mlp-for-external.onnx"
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 4)
+    )
+    _export(model, torch.zeros(1, 16), source)
+    path = folder / "mlp_ext.onnx"
+    onnx.save(
+        onnx.load(str(source)),
+        str(path),
+        save_as_external_data=True,
+        location="mlp_ext.bin",
+        size_threshold=0,
+    )
+    return path
+
+
+def token_model(vocab: int, path: Path) -> Path:
+    """``input_ids [B, S] -> Gather(table[vocab, 16]) -> MatMul -> [B, S, 16]``."""
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Gather", ["table", "input_ids"], ["embedded"], name="embed"),
+            helper.make_node("MatMul", ["embedded", "w"], ["hidden_states"], name="project"),
+        ],
+        "tokens",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"])],
+        [
+            helper.make_tensor_value_info(
+                "hidden_states", TensorProto.FLOAT, ["batch", "sequence", 16]
+            )
+        ],
+        [
+            numpy_helper.from_array(rng.standard_normal((vocab, 16)).astype(np.float32), "table"),
+            numpy_helper.from_array(rng.standard_normal((16, 16)).astype(np.float32), "w"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_vocab_onnx(models_dir: Path) -> Path:
+    """A token model whose embedding table has 50 rows, far fewer than 1000."""
+    return token_model(50, models_dir / "tokens50.onnx")
+
+
+class _TokenClassifier(nn.Module):
+    """Token ids (and a mask) -> pooled embedding -> class logits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(100, 16)
+        self.head = nn.Linear(16, 5)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        mask = attention_mask.to(torch.float32).unsqueeze(-1)
+        pooled = (self.embedding(input_ids) * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        logits: torch.Tensor = self.head(pooled)
+        return logits
+
+
+@pytest.fixture(scope="session")
+def torchscript_tokens(models_dir: Path) -> tuple[Path, Path]:
+    """A scripted nn.Embedding classifier (.pt) and int64 ids with masks of sequence 12."""
+    torch.manual_seed(0)
+    path = models_dir / "tokens.pt"
+    torch.jit.save(torch.jit.script(_TokenClassifier().eval()), str(path))
+    rng = np.random.default_rng(0)
+    data = models_dir / "tokens.npz"
+    np.savez(
+        data,
+        input_ids=rng.integers(0, 100, (24, 12)).astype(np.int64),
+        attention_mask=np.ones((24, 12), np.int64),
+    )
+    return path, data

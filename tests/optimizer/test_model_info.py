@@ -15,7 +15,14 @@ from onnx import TensorProto, helper, numpy_helper
 
 from aideploy.errors import InputError
 from aideploy.schema import Framework
-from optimizer import InvalidModelError, ModelFormat, UnsafeModelError, inspect_model, to_onnx
+from optimizer import (
+    CalibrationDataError,
+    InvalidModelError,
+    ModelFormat,
+    UnsafeModelError,
+    inspect_model,
+    to_onnx,
+)
 
 
 def test_onnx_signature_has_dynamic_batch(mlp_onnx: Path) -> None:
@@ -174,3 +181,102 @@ def test_torch_export_keeps_dynamic_batch(tmp_path: Path) -> None:
     assert info.inputs[0].shape == [-1, 4]
     converted = inspect_model(to_onnx(path, tmp_path / "out"))
     assert converted.inputs[0].shape == [-1, 4]
+
+
+def test_torch_export_with_a_static_batch_is_reexported_dynamic(tmp_path: Path) -> None:
+    path = tmp_path / "static.pt2"
+    torch.export.save(torch.export.export(_Tiny().eval(), (torch.randn(2, 4),)), str(path))
+    assert inspect_model(path).inputs[0].shape == [2, 4]
+    converted = to_onnx(path, tmp_path / "out")
+    assert inspect_model(converted).inputs[0].shape == [-1, 4]
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(converted), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
+    expected = torch.export.load(str(path)).module()(torch.from_numpy(x[:2])).detach().numpy()
+    np.testing.assert_allclose(session.run(None, {"features": x})[0][:2], expected, atol=1e-5)
+
+
+class _Tokens(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedding = torch.nn.Embedding(30, 8)
+
+    def forward(
+        self, input_ids: torch.Tensor, scale: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        states = self.embedding(input_ids) * scale[:, None, None]
+        return states, states.mean(1)
+
+
+def test_torchscript_index_inputs_are_int64_and_token_axes_dynamic(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.pt"
+    torch.jit.save(torch.jit.script(_Tokens().eval()), str(path))
+    info = inspect_model(path)
+    assert [(s.name, s.datatype) for s in info.inputs] == [
+        ("input_ids", "INT64"),
+        ("scale", "FP32"),
+    ]
+    assert [s.name for s in info.outputs] == ["output_0", "output_1"]  # one per tuple element
+    floats = tmp_path / "float_ids.npz"
+    np.savez(floats, input_ids=np.ones((3, 6), np.float32), scale=np.ones(3, np.float32))
+    with pytest.raises(CalibrationDataError, match="uses it as indices"):
+        to_onnx(path, tmp_path / "out", data=floats)
+    data = tmp_path / "ids.npz"
+    np.savez(data, input_ids=np.ones((3, 6), np.int32), scale=np.ones(3, np.float32))
+    converted = inspect_model(to_onnx(path, tmp_path / "out", data=data))
+    assert [(s.name, s.datatype, s.shape) for s in converted.inputs] == [
+        ("input_ids", "INT32", [-1, -1]),  # the data's dtype, kept as given
+        ("scale", "FP32", [-1]),
+    ]
+    assert [s.shape for s in converted.outputs] == [[-1, -1, 8], [-1, 8]]
+
+
+class _RunsOnLoad(torch.nn.Module):
+    """A module whose TorchScript ``__setstate__`` prints: torch.jit.load would run it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.ones(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.weight
+
+    @torch.jit.export
+    def __getstate__(self) -> tuple[torch.Tensor, bool]:
+        return (self.weight, self.training)
+
+    @torch.jit.export
+    def __setstate__(self, state: tuple[torch.Tensor, bool]) -> None:
+        print("PAYLOAD-RAN")
+        self.weight = state[0]
+        self.training = state[1]
+
+
+def test_torchscript_setstate_is_rejected_before_it_can_run(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "hostile.pt"
+    torch.jit.save(torch.jit.script(_RunsOnLoad()), str(path))
+    torch.jit.load(str(path))  # type: ignore[no-untyped-call]
+    assert "PAYLOAD-RAN" in capfd.readouterr().out, "the payload is real: loading runs it"
+    data = tmp_path / "x.npz"
+    np.savez(data, x=np.ones((2, 2), np.float32))
+    with pytest.raises(UnsafeModelError, match=r"__setstate__.*never loaded"):
+        inspect_model(path)
+    with pytest.raises(UnsafeModelError, match="__setstate__"):
+        to_onnx(path, tmp_path / "out", data=data)
+    assert "PAYLOAD-RAN" not in capfd.readouterr().out
+    assert not (tmp_path / "out").exists()
+
+
+class _ReadsFiles(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + torch.from_file("/etc/hostname", False, 1, dtype=torch.uint8).float()
+
+
+def test_torchscript_calling_file_io_is_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "reader.pt"
+    torch.jit.save(torch.jit.script(_ReadsFiles()), str(path))
+    with pytest.raises(UnsafeModelError, match="uses from_file"):
+        inspect_model(path)
