@@ -5,14 +5,20 @@ and its int8 version from ``optimizer.optimize`` (dynamic quantization). For eac
 
 * cold start: process start to the first successful inference over HTTP (model file in the
   page cache), against the raw-onnxruntime process floor (start, import, create the session,
-  first inference), medians of interleaved runs; parts from both processes;
+  first inference; its clock stops when that first result is printed, not when the process
+  has torn down), medians of interleaved runs; the parts of both side by side: the floor
+  prints its own, the server reports its own in ``/metrics`` (``aideploy_start_seconds``,
+  ``aideploy_model_load_phase_seconds``);
 * p50/p99 latency and throughput at concurrency 1, 8 and 32 over loopback, measured by a
   bounded-time load generator in its own process (asyncio, raw keep-alive sockets, binary
   tensors as tritonclient sends them), against onnxruntime called in-process on the same inputs
   in a loop (the single-process compute limit);
 * resident memory of the server after the load against the raw-onnxruntime process.
 
-Prints a rich table and writes ``benchmarks/results/serving.json``.
+Prints rich tables and the bars, writes ``benchmarks/results/serving.json`` and exits 1 when
+a bar is missed. ``--smoke`` runs every step once with short windows (a check that the
+harness works, in about a minute once the models are cached): its numbers judge nothing, so it
+prints the bars without failing on them and writes ``serving-smoke.json`` instead.
 """
 
 from __future__ import annotations
@@ -40,10 +46,9 @@ from rich.console import Console
 from rich.table import Table
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results" / "serving.json"
+RESULTS = ROOT / "benchmarks" / "results"
 THREADS = 2
 SEQUENCE = 128
-COLD_RUNS = 7
 console = Console(width=150 if not sys.stdout.isatty() else None)
 
 # Raw onnxruntime: the same process shape as the server's start, minus the server.
@@ -77,6 +82,11 @@ class Latency:
 
     @classmethod
     def of(cls, seconds: list[float], elapsed: float, errors: int = 0) -> Latency:
+        if not seconds:
+            raise RuntimeError(
+                f"no request completed in the {elapsed:.2f}s window ({errors} failed): "
+                "the machine is too busy for windows this short"
+            )
         ordered = sorted(seconds)
         return cls(
             p50_ms=1000 * ordered[len(ordered) // 2],
@@ -98,7 +108,9 @@ class ModelResult:
     floor_cold_s: float
     server_cold_s: float
     floor_parts_s: dict[str, float]
+    """imports, session, first_run: durations inside the floor process."""
     server_parts_s: dict[str, float]
+    """imports, session, first_run (durations) and listening_at, ready_at (since start)."""
     raw: dict[str, Latency]
     server: dict[str, Latency] = field(default_factory=dict)
     raw_rss_mb: float = 0.0
@@ -312,51 +324,76 @@ def exchange(port: int, request: bytes, deadline: float) -> bytes:
     return body
 
 
-def metric(port: int, name: str) -> float:
+def metrics(port: int) -> dict[str, float]:
+    """The server's ``/metrics`` samples by name and labels."""
     text = exchange(
         port, b"GET /metrics HTTP/1.1\r\nHost: bench\r\n\r\n", time.perf_counter() + 5
     ).decode()
-    return float(
-        next(line.rsplit(" ", 1)[1] for line in text.splitlines() if line.startswith(name))
-    )
+    return {
+        key: float(value)
+        for key, value in (line.rsplit(" ", 1) for line in text.splitlines() if line[:1] != "#")
+    }
+
+
+def server_parts(samples: dict[str, float], model: str) -> dict[str, float]:
+    """The server's cold start in the floor's terms, from what it reports about itself."""
+
+    def load(phase: str) -> float:
+        return samples[f'aideploy_model_load_phase_seconds{{model="{model}",phase="{phase}"}}']
+
+    return {
+        "imports": samples['aideploy_start_seconds{phase="imports"}'],
+        "session": load("session"),
+        "first_run": load("warm_up"),
+        "listening_at": samples['aideploy_start_seconds{phase="listening"}'],
+        "ready_at": samples['aideploy_start_seconds{phase="ready"}'],
+    }
 
 
 def cold_start(
-    model: Path, inputs: Path, request: bytes
+    model: Path, inputs: Path, request: bytes, runs: int
 ) -> tuple[float, float, dict[str, float], dict[str, float]]:
-    """Interleaved floor/server cold starts; medians of the totals and of the parts."""
+    """Interleaved floor/server cold starts, each clock stopped at its first result; medians
+    of the totals and of the parts."""
     model.read_bytes()  # into the page cache
-    floors, servers, floor_parts, loads = [], [], [], []
+    floors, servers, floor_parts, served_parts = [], [], [], []
     literal = {
         name: (a.ravel().tolist(), a.dtype.str, a.shape) for name, a in np.load(inputs).items()
     }
     script = FLOOR.format(threads=THREADS, model=str(model), inputs=literal)
-    for _ in range(COLD_RUNS):
+    for _ in range(runs):
         started = time.perf_counter()
-        floor = subprocess.run(
-            [sys.executable, "-c", script], capture_output=True, text=True, check=True
-        )
+        floor = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+        assert floor.stdout is not None
+        line = floor.stdout.readline()  # printed right after the first inference
         floors.append(time.perf_counter() - started)
-        floor_parts.append(json.loads(floor.stdout))
+        if floor.wait() != 0 or not line:
+            raise RuntimeError(f"the raw onnxruntime process failed ({floor.returncode})")
+        floor_parts.append(json.loads(line))
         port = free_port()
         started = time.perf_counter()
         server = start_server(model, "m", port)
         try:
             exchange(port, request, started + 60)
             servers.append(time.perf_counter() - started)
-            loads.append(metric(port, 'aideploy_model_load_seconds{model="m"}'))
+            served_parts.append(server_parts(metrics(port), "m"))
         finally:
             server.terminate()
             server.wait()
-    parts = {key: statistics.median(p[key] for p in floor_parts) for key in floor_parts[0]}
-    server_parts = {"load (session + warm-up)": statistics.median(loads)}
-    return statistics.median(floors), statistics.median(servers), parts, server_parts
+    return (
+        statistics.median(floors),
+        statistics.median(servers),
+        {key: statistics.median(p[key] for p in floor_parts) for key in floor_parts[0]},
+        {key: statistics.median(p[key] for p in served_parts) for key in served_parts[0]},
+    )
 
 
 def run_helper(*args: str) -> dict[str, Any]:
     result = subprocess.run(
-        [sys.executable, __file__, *args], cwd=ROOT, capture_output=True, text=True, check=True
+        [sys.executable, __file__, *args], cwd=ROOT, capture_output=True, text=True
     )
+    if result.returncode != 0:
+        raise RuntimeError(f"helper {' '.join(args)} failed:\n{result.stderr[-2000:]}")
     return dict(json.loads(result.stdout))
 
 
@@ -409,7 +446,14 @@ class RawProcess:
 
 
 def steady_state(
-    name: str, model: Path, inputs: Path, binary: bytes, as_json: bytes, seconds: float, rounds: int
+    name: str,
+    model: Path,
+    inputs: Path,
+    binary: bytes,
+    as_json: bytes,
+    seconds: float,
+    rounds: int,
+    warmup: float,
 ) -> tuple[dict[str, Latency], float, dict[str, Latency], float]:
     """Each server level and the raw loops measured in alternating windows, ``rounds`` times,
     so a neighbour's load on the shared CPU hits all sides alike; medians per level. Memory
@@ -436,7 +480,12 @@ def steady_state(
                             for raw in raws.values():
                                 raw.measure(seconds)
                             result = run_helper(
-                                "load", str(port), str(request_file), str(concurrency), str(seconds)
+                                "load",
+                                str(port),
+                                str(request_file),
+                                str(concurrency),
+                                str(seconds),
+                                str(warmup),
                             )
                             windows[label].append(Latency(**result["latency"]))
                     if not options:
@@ -499,33 +548,43 @@ def bars(results: list[ModelResult]) -> list[dict[str, Any]]:
     return checks
 
 
-def print_tables(results: list[ModelResult], checks: list[dict[str, Any]]) -> None:
-    cold = Table(title=f"Cold start (median of {COLD_RUNS}, process start to first inference)")
+def print_tables(
+    results: list[ModelResult], checks: list[dict[str, Any]], cold_runs: int, judged: bool
+) -> None:
+    cold = Table(
+        title=f"Cold start, seconds (median of {cold_runs}; process start to first inference, "
+        "the server's over HTTP; parts inside each process)",
+        caption="The server's first run is its warm-up on zeros with every dynamic dimension 1; "
+        "its first request at full length is served after 'ready at'.",
+    )
     for column in (
         "model",
         "size MB",
-        "raw ort s",
+        "process",
+        "total",
         "imports",
         "session",
         "first run",
-        "server s",
-        "server load",
+        "listening at",
+        "ready at",
         "ratio",
     ):
-        cold.add_column(column, justify="right" if column != "model" else "left")
+        cold.add_column(column, justify="left" if column in ("model", "process") else "right")
     for r in results:
-        p = r.floor_parts_s
-        cold.add_row(
-            r.name,
-            f"{r.file_mb:.1f}",
-            f"{r.floor_cold_s:.3f}",
-            f"{p['imports']:.3f}",
-            f"{p['session']:.3f}",
-            f"{p['first_run']:.3f}",
-            f"{r.server_cold_s:.3f}",
-            f"{r.server_parts_s['load (session + warm-up)']:.3f}",
-            f"{r.cold_ratio:.2f}x",
-        )
+        for process, total, parts in (
+            ("raw onnxruntime", r.floor_cold_s, r.floor_parts_s),
+            ("server", r.server_cold_s, r.server_parts_s),
+        ):
+            server = process == "server"
+            cold.add_row(
+                "" if server else r.name,
+                "" if server else f"{r.file_mb:.1f}",
+                process,
+                f"{total:.3f}",
+                *(f"{parts[key]:.3f}" for key in ("imports", "session", "first_run")),
+                *(f"{parts[key]:.3f}" if server else "" for key in ("listening_at", "ready_at")),
+                f"{r.cold_ratio:.2f}x" if server else "",
+            )
     console.print(cold)
     steady = Table(
         title=f"Latency and throughput over loopback ({THREADS} threads, seq {SEQUENCE}, batch 1)"
@@ -555,7 +614,7 @@ def print_tables(results: list[ModelResult], checks: list[dict[str, Any]]) -> No
             "",
         )
     console.print(steady)
-    verdict = Table(title="Bars")
+    verdict = Table(title="Bars" if judged else "Bars (smoke run: shown, not judged)")
     for column in ("model", "bar", "value", "met"):
         verdict.add_column(column)
     for check in checks:
@@ -568,33 +627,53 @@ def print_tables(results: list[ModelResult], checks: list[dict[str, Any]]) -> No
     console.print(verdict)
 
 
-def main() -> None:
+@dataclass(frozen=True)
+class Plan:
+    """How long to measure: the full run judges the bars, the smoke run only the harness."""
+
+    cold_runs: int
+    seconds: float
+    rounds: int
+    warmup: float
+    judged: bool
+
+
+FULL = Plan(cold_runs=7, seconds=3.0, rounds=3, warmup=1.0, judged=True)
+SMOKE = Plan(cold_runs=1, seconds=1.0, rounds=1, warmup=0.5, judged=False)
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
         "--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "aideploy-bench-serving"
     )
     parser.add_argument(
-        "--seconds", type=float, default=3.0, help="Seconds per measurement window."
+        "--seconds", type=float, default=FULL.seconds, help="Seconds per measurement window."
     )
     parser.add_argument(
-        "--rounds", type=int, default=3, help="Alternating raw/server windows per level."
+        "--rounds", type=int, default=FULL.rounds, help="Alternating raw/server windows per level."
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="Every step once, briefly; the bars are not judged."
     )
     args = parser.parse_args()
+    plan = SMOKE if args.smoke else Plan(FULL.cold_runs, args.seconds, args.rounds, 1.0, True)
     work: Path = args.work_dir
     work.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
     console.print(
-        f"[bold]serving benchmark[/] (models cached in {work}; load average {load_before[0]:.2f})"
+        f"[bold]serving benchmark[/]{' (smoke)' if args.smoke else ''} (models cached in {work}; "
+        f"load average {load_before[0]:.2f})"
     )
     inputs, binary, as_json = encoder_inputs(work)
     results: list[ModelResult] = []
     for name, model in build_models(work).items():
         console.print(f"[bold]{name}[/]: cold starts")
-        floor, served, floor_parts, server_parts = cold_start(
-            model, inputs, http_request("m", binary, True)
+        floor, served, floor_parts, served_parts = cold_start(
+            model, inputs, http_request("m", binary, True), plan.cold_runs
         )
         raw, raw_rss, latencies, server_rss = steady_state(
-            name, model, inputs, binary, as_json, args.seconds, args.rounds
+            name, model, inputs, binary, as_json, plan.seconds, plan.rounds, plan.warmup
         )
         results.append(
             ModelResult(
@@ -603,7 +682,7 @@ def main() -> None:
                 floor,
                 served,
                 floor_parts,
-                server_parts,
+                served_parts,
                 raw,
                 latencies,
                 raw_rss,
@@ -611,9 +690,10 @@ def main() -> None:
             )
         )
     checks = bars(results)
-    print_tables(results, checks)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
+    print_tables(results, checks, plan.cold_runs, plan.judged)
+    output = RESULTS / ("serving-smoke.json" if args.smoke else "serving.json")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(
         json.dumps(
             {
                 "machine": {
@@ -622,26 +702,38 @@ def main() -> None:
                     "load_average_before": load_before,
                     "load_average_after": os.getloadavg(),
                 },
+                "plan": asdict(plan),
                 "threads": THREADS,
                 "sequence_length": SEQUENCE,
-                "seconds_per_window": args.seconds,
-                "rounds": args.rounds,
                 "models": [{**asdict(r), "cold_ratio": r.cold_ratio} for r in results],
                 "bars": checks,
             },
             indent=2,
         )
     )
-    console.print(f"written {RESULTS.relative_to(ROOT)}")
+    console.print(f"written {output.relative_to(ROOT)}")
+    failed = sum(latency.errors for r in results for latency in r.server.values())
+    if failed:
+        console.print(f"[red]{failed} request(s) failed during the load: the run is invalid[/]")
+        return 1
+    missed = [check for check in checks if not check["met"]]
+    if missed and plan.judged:
+        console.print(f"[red]{len(missed)} bar(s) missed[/]")
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "raw":
         raw_loop(sys.argv[2], sys.argv[3], THREADS, spin=sys.argv[4] == "spin")
     elif len(sys.argv) > 1 and sys.argv[1] == "load":
-        port, request_file, concurrency, seconds = sys.argv[2:6]
+        port, request_file, concurrency, seconds, warmup = sys.argv[2:7]
         work = load_generator(
-            int(port), Path(request_file).read_bytes(), int(concurrency), float(seconds), 1.0
+            int(port),
+            Path(request_file).read_bytes(),
+            int(concurrency),
+            float(seconds),
+            float(warmup),
         )
         try:  # the client's own overhead competes with the server for the CPU: keep it small
             import uvloop
@@ -650,4 +742,4 @@ if __name__ == "__main__":
         except ImportError:
             print(json.dumps(asyncio.run(work)))
     else:
-        main()
+        sys.exit(main())

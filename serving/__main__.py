@@ -19,6 +19,8 @@ import serving.model  # noqa: E402, F401
 from aideploy.errors import AideployError  # noqa: E402
 from serving.config import ConfigError, load_config  # noqa: E402
 
+_IMPORTED = time.perf_counter()
+
 OPTIONS = (
     "name",
     "model_version",
@@ -86,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from serving.launch import run
 
-    return run(config, started=_STARTED)
+    return run(config, started=_STARTED, imported=_IMPORTED)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import numpy as np
 from aideploy import __version__
 from serving.batching import Batcher
 from serving.config import ModelSpec, ServeConfig
-from serving.http import Request, Response, error_body
+from serving.http import Request, Response, error_body, is_whole_number
 from serving.metrics import Metrics
 from serving.tensors import (
     RequestError,
@@ -87,6 +87,7 @@ class InferenceApp:
         slot = self.slots[model.name]
         slot.model = model
         self.metrics.load_seconds[model.name] = model.load_seconds
+        self.metrics.load_phases[model.name] = model.phases
         stats = self.metrics.model(model.name)
         loop = asyncio.get_running_loop()
 
@@ -128,13 +129,16 @@ class InferenceApp:
         except RequestError as exc:
             return Response(exc.status, error_body(str(exc)), headers=exc.headers)
 
-    async def _route(self, request: Request) -> Response:
-        path = request.path
-        if "%" in path:
-            from urllib.parse import unquote
+    def refused(self, target: str, status: int) -> None:
+        """Count an inference request the HTTP layer refused (body over the limit, broken
+        framing) against its model, like the refusals that reach :meth:`_infer`."""
+        parts = _path_parts(target.partition("?")[0])
+        is_infer = len(parts) >= 4 and parts[:2] == ["v2", "models"] and parts[-1] == "infer"
+        if is_infer and parts[2] in self.slots:
+            self.metrics.model(parts[2]).record(status, 0.0)
 
-            path = unquote(path)
-        parts = [part for part in path.split("/") if part]
+    async def _route(self, request: Request) -> Response:
+        parts = _path_parts(request.path)
         if parts == ["metrics"]:
             _allow(request, _GET)
             return Response(
@@ -201,7 +205,7 @@ class InferenceApp:
         self.admitted += 1
         try:
             model = slot.model or await slot.loaded  # the first request of a cold start waits here
-            parsed = parse_infer_request(model, request)
+            parsed = parse_infer_request(model, request, self.config.max_body_bytes)
             assert slot.infer is not None
             running = slot.infer(parsed.inputs, parsed.outputs)
             timeout = self.config.request_timeout
@@ -223,14 +227,16 @@ class InferenceApp:
             stats.record(status, time.perf_counter() - started)
 
 
-def parse_infer_request(model: ServedModel, request: Request) -> _InferRequest:
-    """Validate an inference request against the model: JSON part, then binary part if any."""
+def parse_infer_request(model: ServedModel, request: Request, max_values: int) -> _InferRequest:
+    """Validate an inference request against the model: JSON part, then binary part if any.
+    No input may describe more than ``max_values`` values (the body limit: each value takes at
+    least a byte on the wire)."""
     body = request.body
     header_length = request.headers.get("inference-header-content-length")
     if header_length is None:
         json_part, binary = body, memoryview(b"")
     else:
-        if not header_length.isdigit() or not 0 < int(header_length) <= len(body):
+        if not is_whole_number(header_length) or not 0 < int(header_length) <= len(body):
             raise RequestError(
                 400,
                 f"Inference-Header-Content-Length must be a whole number between 1 and the body "
@@ -253,8 +259,14 @@ def parse_infer_request(model: ServedModel, request: Request) -> _InferRequest:
     inputs: Arrays = {}
     offset = 0
     for index, raw in enumerate(raw_inputs):
-        spec, shape, input_parameters = _input_header(model, raw, index, inputs)
+        spec, shape, input_parameters = _input_header(model, raw, index, inputs, max_values)
         if "binary_data_size" in input_parameters:
+            if "data" in raw:
+                raise RequestError(
+                    400,
+                    f"input {spec.name!r}: give either 'data' or parameters.binary_data_size, "
+                    "not both",
+                )
             size = input_parameters["binary_data_size"]
             if not isinstance(size, int) or isinstance(size, bool) or size < 0:
                 raise RequestError(
@@ -295,7 +307,7 @@ def parse_infer_request(model: ServedModel, request: Request) -> _InferRequest:
 
 
 def _input_header(
-    model: ServedModel, raw: object, index: int, seen: Arrays
+    model: ServedModel, raw: object, index: int, seen: Arrays, max_values: int
 ) -> tuple[TensorSpec, list[int], dict[str, Any]]:
     """An input's name, datatype and shape, checked against the model."""
     if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
@@ -321,7 +333,7 @@ def _input_header(
         raise RequestError(
             400, f"input {name!r}: 'shape' must be an array of non-negative integers"
         )
-    spec.check_shape(shape)
+    spec.check_shape(shape, max_values)
     parameters = _object(raw.get("parameters"), f"input {name!r} parameters")
     if "shared_memory_region" in parameters:
         raise RequestError(400, f"input {name!r}: the shared-memory extension is not supported")
@@ -331,7 +343,7 @@ def _input_header(
 def _requested_outputs(
     model: ServedModel, raw: object, default_binary: bool
 ) -> tuple[list[str], set[str]]:
-    if raw is None:
+    if raw is None or raw == []:  # the spec: "if not specified all outputs ... will be returned"
         return list(model.outputs), set(model.outputs) if default_binary else set()
     if not isinstance(raw, list):
         raise RequestError(400, "request 'outputs' must be an array of {'name': ...} objects")
@@ -391,7 +403,7 @@ def infer_response(
     }
     if request.request_id is not None:
         document["id"] = request.request_id
-    header = json.dumps(document, separators=(",", ":")).encode()
+    header = json.dumps(document, separators=(",", ":"), allow_nan=False).encode()
     if not blobs:
         return Response(200, header)
     return Response(
@@ -400,6 +412,15 @@ def infer_response(
         "application/octet-stream",
         [("Inference-Header-Content-Length", str(len(header)))],
     )
+
+
+def _path_parts(path: str) -> list[str]:
+    """``/v2/models/%73cale/infer`` -> ``["v2", "models", "scale", "infer"]``."""
+    if "%" in path:
+        from urllib.parse import unquote
+
+        path = unquote(path)
+    return [part for part in path.split("/") if part]
 
 
 def _allow(request: Request, methods: tuple[str, ...]) -> None:

@@ -53,6 +53,11 @@ where a flag wins over its variable:
     deployment-scoped token the platform issued, every ``INTERVAL`` seconds (default 60); unset
     URL = no reporting (see :mod:`serving.usage`). Variables only: a token has no place on a
     command line.
+``AZURE_STORAGE_ACCOUNT_NAME``, ``AZURE_STORAGE_ANON``
+    adlfs's own names: the storage account of ``az://CONTAINER/PATH`` models, and ``true`` to
+    read a public container anonymously (default: sign in with the workload or managed
+    identity; ``AZURE_CLIENT_ID`` picks a user-assigned one). See ``storage_location`` in
+    :mod:`serving.model`.
 """
 
 from __future__ import annotations
@@ -112,6 +117,8 @@ class ServeConfig:
     usage_url: str | None = None
     usage_token: str | None = None
     usage_interval: float = 60.0
+    azure_storage_account: str | None = None
+    azure_storage_anon: bool = False
 
 
 def load_config(
@@ -199,6 +206,7 @@ def load_config(
         raise ConfigError(f"{url_where}: expected an http:// or https:// URL, got {usage_url!r}")
     if usage_url and not usage_token:
         raise ConfigError(f"{token_where}: required with {url_where}")
+    azure_anon = env.get("AZURE_STORAGE_ANON", "").strip()
     return ServeConfig(
         models=models,
         host="127.0.0.1" if host is None else _text(host, host_where),
@@ -217,6 +225,8 @@ def load_config(
         usage_url=str(usage_url) if usage_url else None,
         usage_token=str(usage_token) if usage_url and usage_token else None,
         usage_interval=decimal("usage_interval", 60.0, 1.0, 3600.0),
+        azure_storage_account=env.get("AZURE_STORAGE_ACCOUNT_NAME", "").strip() or None,
+        azure_storage_anon=_flag(azure_anon, "AZURE_STORAGE_ANON") if azure_anon else False,
     )
 
 

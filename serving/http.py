@@ -66,6 +66,8 @@ class Response:
 
 
 Handler = Callable[[Request], Awaitable[Response]]
+Refused = Callable[[str, int], None]
+"""Told ``(target, status)`` of a request refused before it reached the handler."""
 
 
 class _HttpError(Exception):
@@ -74,6 +76,13 @@ class _HttpError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+        self.target: str | None = None
+        """The request target, when the request line got that far (for the metrics)."""
+
+
+def is_whole_number(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` also accepts ``"²"``, which ``int`` refuses."""
+    return text.isascii() and text.isdigit()
 
 
 def error_body(message: str) -> bytes:
@@ -101,9 +110,16 @@ class HttpServer:
     """Owns the listening socket and the open connections; ``handler`` answers each request."""
 
     def __init__(
-        self, handler: Handler, metrics: Metrics, *, max_body_bytes: int, keepalive_seconds: float
+        self,
+        handler: Handler,
+        metrics: Metrics,
+        *,
+        max_body_bytes: int,
+        keepalive_seconds: float,
+        refused: Refused | None = None,
     ) -> None:
         self.handler = handler
+        self.refused = refused
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.keepalive_seconds = keepalive_seconds
@@ -223,6 +239,9 @@ class _Connection(asyncio.Protocol):
         try:
             request = self._next_request()
         except _HttpError as exc:
+            target = self.head[1] if self.head is not None else exc.target
+            if target is not None and self.server.refused is not None:
+                self.server.refused(target, exc.status)
             self._send(
                 Response(exc.status, error_body(str(exc))),
                 keep_alive=False,
@@ -279,10 +298,19 @@ class _Connection(asyncio.Protocol):
         if len(parts) != 3 or not parts[1].startswith("/"):
             raise _HttpError(400, f"malformed request line {lines[0][:100]!r}")
         method, target, version = parts
+        try:
+            headers, length = self._parse_headers(version, lines[1:])
+        except _HttpError as exc:
+            exc.target = target
+            raise
+        return method, target, version, headers, length
+
+    def _parse_headers(self, version: str, lines: list[str]) -> tuple[dict[str, str], int]:
+        """The header fields and the body length (-1 for chunked), checked against the limit."""
         if version not in ("HTTP/1.1", "HTTP/1.0"):
             raise _HttpError(505, f"{version[:20]!r} is not supported; use HTTP/1.1")
         headers: dict[str, str] = {}
-        for line in lines[1:]:
+        for line in lines:
             name, colon, value = line.partition(":")
             if not colon or not name or name != name.strip():
                 raise _HttpError(400, f"malformed header line {line[:100]!r}")
@@ -294,16 +322,16 @@ class _Connection(asyncio.Protocol):
                 raise _HttpError(
                     501, f"Transfer-Encoding {headers['transfer-encoding']!r} is not supported"
                 )
-            return method, target, version, headers, -1
+            return headers, -1
         raw_length = headers.get("content-length", "0")
-        if not raw_length.isdigit():
+        if not is_whole_number(raw_length):
             raise _HttpError(400, f"Content-Length {raw_length[:40]!r} is not a number")
         length = int(raw_length)
         if length > limit:
             raise _HttpError(
                 413, f"request body of {length} bytes exceeds the limit of {limit} bytes"
             )
-        return method, target, version, headers, length
+        return headers, length
 
     # --- answering -----------------------------------------------------------------------------
     async def _respond(self, request: Request, keep_alive: bool) -> None:
@@ -412,12 +440,9 @@ class _Chunked:
                     return b"".join(self.parts)
                 continue
             size_text = bytes(buffer[:line_end]).split(b";", 1)[0].strip()
-            try:
-                chunk_size = int(size_text, 16)
-            except ValueError:
-                raise _HttpError(
-                    400, f"malformed chunked body: chunk size {size_text[:20]!r}"
-                ) from None
+            if not size_text or size_text.strip(b"0123456789abcdefABCDEF"):  # int() takes "-5"
+                raise _HttpError(400, f"malformed chunked body: chunk size {size_text[:20]!r}")
+            chunk_size = int(size_text, 16)
             if chunk_size == 0:
                 del buffer[: line_end + 2]
                 self.in_trailer = True

@@ -17,8 +17,9 @@ from serving.config import ServeConfig
 __all__ = ["run"]
 
 
-def run(config: ServeConfig, started: float | None = None) -> int:
-    """Serve ``config`` until SIGTERM/SIGINT; returns the process exit code."""
+def run(config: ServeConfig, started: float | None = None, imported: float | None = None) -> int:
+    """Serve ``config`` until SIGTERM/SIGINT; returns the process exit code. ``started`` and
+    ``imported``: ``perf_counter`` at process start and after the heavy imports, if known."""
     started = time.perf_counter() if started is None else started
     logging.basicConfig(
         level=config.log_level,
@@ -30,4 +31,4 @@ def run(config: ServeConfig, started: float | None = None) -> int:
     loader = start_loading(config)
     from serving.server import serve
 
-    return serve(config, loader, started)
+    return serve(config, loader, started, imported)

@@ -93,6 +93,11 @@ class Metrics:
     http_responses: dict[int, int] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
     load_seconds: dict[str, float] = field(default_factory=dict)
+    load_phases: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Per model: seconds of each load phase (see ``ServedModel.phases``)."""
+    start_phases: dict[str, float] = field(default_factory=dict)
+    """Seconds from process start to ``imports`` (numpy and onnxruntime loaded), ``listening``
+    and ``ready`` (every model warm): with the load phases, the cold start's timeline."""
     bytes_out: int = 0
     """Bytes of HTTP responses written (headers and bodies), for usage reporting."""
 
@@ -149,6 +154,24 @@ class Metrics:
         )
         for name, seconds in self.load_seconds.items():
             lines.append(f'aideploy_model_load_seconds{{model="{_escape(name)}"}} {seconds:.6f}')
+        family(
+            "aideploy_model_load_phase_seconds",
+            "gauge",
+            "Model load time per phase: fetch, session (creation), warm_up (first inference).",
+        )
+        for name, phases in self.load_phases.items():
+            lines += (
+                f'aideploy_model_load_phase_seconds{{model="{_escape(name)}",phase="{phase}"}} '
+                f"{seconds:.6f}"
+                for phase, seconds in phases.items()
+            )
+        family(
+            "aideploy_start_seconds",
+            "gauge",
+            "Seconds from process start to imports done, port listening, all models ready.",
+        )
+        for phase, seconds in self.start_phases.items():
+            lines.append(f'aideploy_start_seconds{{phase="{phase}"}} {seconds:.6f}')
         family("aideploy_http_requests_in_flight", "gauge", "HTTP requests being handled now.")
         lines.append(f"aideploy_http_requests_in_flight {self.in_flight}")
         family(

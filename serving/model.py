@@ -6,18 +6,16 @@ client request never pays for onnxruntime's lazy initialisation.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
-import shutil
-import tempfile
+import re
 import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import numpy as np
 import onnxruntime as ort
@@ -26,7 +24,14 @@ from aideploy.errors import InputError, NotSupportedError
 from serving.config import ModelSpec, ServeConfig
 from serving.tensors import DATATYPES, ORT_TO_DATATYPE, RequestError, TensorSpec
 
-__all__ = ["ModelLoadError", "ServedModel", "fetch_model", "load_model", "start_loading"]
+__all__ = [
+    "ModelLoadError",
+    "ServedModel",
+    "fetch_model",
+    "load_model",
+    "start_loading",
+    "storage_location",
+]
 
 log = logging.getLogger("serving.model")
 
@@ -60,6 +65,9 @@ class ServedModel:
     batchable: bool
     """Every input and output has a dynamic first (batch) axis, checked by a warm-up run."""
     load_seconds: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)
+    """Seconds per load phase: ``fetch``, ``session`` (onnxruntime building it), ``warm_up``
+    (the first inference) and, with batching, ``batch_check``: the cold start's parts."""
     file: Path = field(default_factory=Path)
 
     def metadata(self) -> dict[str, Any]:
@@ -91,7 +99,14 @@ def load_model(
     the GIL), so a caller can time its own work to overlap with it.
     """
     started = time.perf_counter()
-    file = model_file(fetch_model(spec.source, config.model_dir), spec.source)
+    fetched = fetch_model(
+        spec.source,
+        config.model_dir,
+        azure_account=config.azure_storage_account,
+        azure_anonymous=config.azure_storage_anon,
+    )
+    file = model_file(fetched, spec.source)
+    fetched_at = time.perf_counter()
     options = ort.SessionOptions()
     options.intra_op_num_threads = config.threads
     options.inter_op_num_threads = 1
@@ -111,6 +126,7 @@ def load_model(
         raise ModelLoadError(
             f"{spec.source}: onnxruntime cannot load it: {_ort_message(exc)}"
         ) from None
+    created = time.perf_counter()
     inputs = {meta.name: _tensor_spec(meta, spec.source, "input") for meta in session.get_inputs()}
     outputs: dict[str, TensorSpec] = {}
     for meta in session.get_outputs():
@@ -130,8 +146,15 @@ def load_model(
         spec.name, spec.version, session, inputs, outputs, batchable=False, file=file
     )
     _warm_up(model, rows=1)
+    warmed = time.perf_counter()
+    model.phases = {
+        "fetch": fetched_at - started,
+        "session": created - fetched_at,
+        "warm_up": warmed - created,
+    }
     if batch_axis and config.max_batch_size > 1:
         model.batchable = _warm_up(model, rows=2)
+        model.phases["batch_check"] = time.perf_counter() - warmed
         if not model.batchable:
             log.warning(
                 "model %s: outputs do not follow the inputs' first axis; batching is off", spec.name
@@ -227,9 +250,16 @@ def model_file(path: Path, source: str) -> Path:
     return found[0]
 
 
-def fetch_model(source: str, cache_dir: Path) -> Path:
-    """A local path as is; a URI (``s3://``, ``gs://``, ``az://``, ``file://``...) downloaded
-    through fsspec into ``cache_dir``, reused while the object's size/etag/mtime are unchanged.
+def fetch_model(
+    source: str,
+    cache_dir: Path,
+    *,
+    azure_account: str | None = None,
+    azure_anonymous: bool = False,
+) -> Path:
+    """A local path as is; a URI (``s3://``, ``gs://``, ``az://``, ``https://<account>.blob.
+    core.windows.net/...``, ``file://``...) downloaded through fsspec into ``cache_dir``, reused
+    while the object's size/etag/mtime are unchanged (see :func:`storage_location` for Azure).
 
     The download goes to a temporary folder that is renamed into place, so a server killed
     mid-download never leaves a half model that the next start would trust.
@@ -239,14 +269,20 @@ def fetch_model(source: str, cache_dir: Path) -> Path:
         if not path.exists():
             raise ModelLoadError(f"{source}: no such file or folder")
         return path
+    # Only a URI needs these: a local model's start-up path (the cold start) skips them.
+    import hashlib
+    import json
+    import shutil
+
     try:
         import fsspec
     except ImportError:  # pragma: no cover - fsspec is in the serving extra
         raise ModelLoadError(
             f"{source}: loading from a URI needs fsspec (pip install 'aideploy[serving]')"
         ) from None
+    url, options = storage_location(source, azure_account, azure_anonymous)
     try:
-        fs, remote = fsspec.core.url_to_fs(source)
+        fs, remote = fsspec.core.url_to_fs(url, **options)
     except (ImportError, ValueError) as exc:
         raise ModelLoadError(f"{source}: {exc}") from None
     try:
@@ -288,9 +324,66 @@ def fetch_model(source: str, cache_dir: Path) -> Path:
     return target / tail
 
 
+_AZURE_HOST = re.compile(r"^([a-z0-9]{3,24})\.(?:blob|dfs)\.core\.windows\.net$")
+_AZURE_SCHEMES = ("az", "abfs", "abfss")
+
+
+def storage_location(
+    source: str, azure_account: str | None = None, azure_anonymous: bool = False
+) -> tuple[str, dict[str, Any]]:
+    """The fsspec URL and filesystem options a model URI is read with.
+
+    Everything but Azure goes to fsspec as it is: s3fs and gcsfs find the platform's workload
+    identity themselves (IRSA / Lambda role, GKE workload identity / Cloud Run service account).
+    Azure Blob Storage is always ``az://CONTAINER/PATH`` on adlfs with an explicit account
+    (``AZURE_STORAGE_ACCOUNT_NAME``, or the one in ``az://CONTAINER@ACCOUNT.blob.core.windows.
+    net/PATH`` and ``https://ACCOUNT.blob.core.windows.net/CONTAINER/PATH``) and ``anon=False``:
+    adlfs then signs in with ``DefaultAzureCredential`` (workload or managed identity, a
+    user-assigned one picked by ``AZURE_CLIENT_ID``), where older adlfs went anonymous and an
+    ``https://`` URL would have gone anonymously over plain HTTP. ``AZURE_STORAGE_ANON=true``
+    (``azure_anonymous``) reads a public container instead.
+    """
+    scheme, separator, rest = source.partition("://")
+    scheme = scheme.lower()
+    if scheme in _AZURE_SCHEMES:
+        where, _, path = rest.partition("/")
+        container, at, host = where.partition("@")
+        match = _AZURE_HOST.match(host.lower())
+        if at and match is None:
+            raise ModelLoadError(
+                f"{source}: expected az://CONTAINER/PATH (with AZURE_STORAGE_ACCOUNT_NAME) or "
+                "az://CONTAINER@ACCOUNT.blob.core.windows.net/PATH"
+            )
+        account = match.group(1) if match else azure_account
+    elif scheme in ("https", "http") and separator:
+        host, _, location = rest.partition("/")
+        match = _AZURE_HOST.match(host.lower())
+        if match is None:
+            return source, {}
+        if "?" in location:  # the query is left out of the message: it may hold a signature
+            raise ModelLoadError(
+                f"{source.partition('?')[0]}?...: a query (SAS token) in an Azure blob URL is not "
+                "supported: the server signs in with its workload or managed identity"
+            )
+        account = match.group(1)
+        container, _, path = unquote(location).partition("/")
+    else:
+        return source, {}
+    if not account:
+        raise ModelLoadError(
+            f"{source}: which Azure storage account? Set AZURE_STORAGE_ACCOUNT_NAME or use "
+            "az://CONTAINER@ACCOUNT.blob.core.windows.net/PATH"
+        )
+    if not container:
+        raise ModelLoadError(f"{source}: no container; expected az://CONTAINER/PATH")
+    return f"az://{container}/{path}", {"account_name": account, "anon": azure_anonymous}
+
+
 def _staging_folder(cache_dir: Path) -> Path:
     """A fresh download folder in ``cache_dir``, or in the temporary directory when that is
     read-only: AWS Lambda's filesystem is, apart from ``/tmp``, whatever the variable says."""
+    import tempfile
+
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
         return Path(tempfile.mkdtemp(prefix=".download-", dir=cache_dir))

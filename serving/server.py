@@ -28,24 +28,39 @@ __all__ = ["serve"]
 log = logging.getLogger("serving")
 
 
-def serve(config: ServeConfig, loader: list[Future[ServedModel]], started: float) -> int:
+def serve(
+    config: ServeConfig,
+    loader: list[Future[ServedModel]],
+    started: float,
+    imported: float | None = None,
+) -> int:
     """Run until SIGTERM/SIGINT while ``loader`` delivers the models; the exit code is 0 after a
-    clean drain, 2 if a model could not be loaded (a user error: the log line says why)."""
-    return asyncio.run(_serve(config, loader, started))
+    clean drain, 2 if a model could not be loaded (a user error: the log line says why).
+    ``started`` and ``imported`` (``perf_counter`` at process start and once numpy and
+    onnxruntime were imported) anchor the start-up timeline in ``/metrics``."""
+    return asyncio.run(_serve(config, loader, started, imported))
 
 
-async def _serve(config: ServeConfig, loader: list[Future[ServedModel]], started: float) -> int:
+async def _serve(
+    config: ServeConfig,
+    loader: list[Future[ServedModel]],
+    started: float,
+    imported: float | None,
+) -> int:
     loop = asyncio.get_running_loop()
     # One inference thread: onnxruntime already spreads a run over `threads` cores, and runs
     # queued one after another keep the CPU cache warm instead of thrashing it.
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
     metrics = Metrics()
+    if imported is not None:
+        metrics.start_phases["imports"] = imported - started
     app = InferenceApp(config, metrics, executor)
     http = HttpServer(
         app.handle,
         metrics,
         max_body_bytes=config.max_body_bytes,
         keepalive_seconds=config.keepalive_seconds,
+        refused=app.refused,
     )
     usage = None
     if config.usage_url and config.usage_token:
@@ -60,12 +75,13 @@ async def _serve(config: ServeConfig, loader: list[Future[ServedModel]], started
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", config.host, config.port, exc.strerror or exc)
         return 2
+    metrics.start_phases["listening"] = time.perf_counter() - started
     log.info(
         "listening on http://%s:%d (loading %d model(s))", config.host, port, len(config.models)
     )
     if usage is not None:
         usage.start()
-    loading = loop.create_task(_receive_models(config, app, loader, started))
+    loading = loop.create_task(_receive_models(config, app, loader, started, metrics))
     stopping = loop.create_task(stop.wait())
     await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
     code = 0
@@ -91,17 +107,27 @@ async def _serve(config: ServeConfig, loader: list[Future[ServedModel]], started
 
 
 async def _receive_models(
-    config: ServeConfig, app: InferenceApp, loader: list[Future[ServedModel]], started: float
+    config: ServeConfig,
+    app: InferenceApp,
+    loader: list[Future[ServedModel]],
+    started: float,
+    metrics: Metrics,
 ) -> None:
     """Make each model servable as soon as the loader thread has it warm."""
     for future in loader:
         model = await asyncio.wrap_future(future)
         app.add_model(model)
         log.info(
-            "model %s ready in %.3fs (%s, batching %s)",
+            "model %s ready in %.3fs (%s; %s; batching %s)",
             model.name,
             model.load_seconds,
             model.file,
+            ", ".join(f"{phase} {seconds:.3f}s" for phase, seconds in model.phases.items()),
             "on" if model.batchable and config.max_batch_size > 1 else "off",
         )
-    log.info("all models ready %.3fs after start", time.perf_counter() - started)
+    metrics.start_phases["ready"] = time.perf_counter() - started
+    log.info(
+        "all models ready %.3fs after start (%s)",
+        metrics.start_phases["ready"],
+        ", ".join(f"{phase} at {seconds:.3f}s" for phase, seconds in metrics.start_phases.items()),
+    )

@@ -6,8 +6,9 @@ malformed tensor as :class:`RequestError` naming the tensor and what was expecte
 
 from __future__ import annotations
 
+import math
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,8 +80,10 @@ class TensorSpec:
     datatype: str
     shape: tuple[int, ...]
 
-    def check_shape(self, shape: Sequence[int]) -> None:
-        """Refuse a request shape of the wrong rank or with a wrong fixed dimension."""
+    def check_shape(self, shape: Sequence[int], max_values: int) -> None:
+        """Refuse a request shape of the wrong rank, with a wrong fixed dimension, or larger than
+        a request body of ``max_values`` bytes could fill. Zero dimensions count as 1 there:
+        an empty ``[0, 10**20]`` holds nothing, but numpy cannot even describe it."""
         if len(shape) != len(self.shape) or any(
             want not in (-1, got) for want, got in zip(self.shape, shape, strict=True)
         ):
@@ -88,6 +91,13 @@ class TensorSpec:
                 400,
                 f"input {self.name!r}: shape {list(shape)} does not fit the model's "
                 f"{list(self.shape)} (-1 = any size)",
+            )
+        if element_count([dim for dim in shape if dim]) > max_values:
+            raise RequestError(
+                400,
+                f"input {self.name!r}: shape {list(shape)} is too large: its non-zero dimensions "
+                f"multiply to more than the {max_values} values a request body of at most "
+                f"{max_values} bytes can carry",
             )
 
 
@@ -102,7 +112,8 @@ def decode_json_data(spec: TensorSpec, shape: Sequence[int], data: object) -> np
     """The ``data`` of a JSON input (flat or nested, row-major) as an array of ``shape``.
 
     Values must be of the tensor's kind: integers for integer types (within range), numbers for
-    floats, booleans for BOOL, strings for BYTES; anything else is refused rather than cast.
+    floats (or the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` this server writes for
+    them), booleans for BOOL, strings for BYTES; anything else is refused rather than cast.
     """
     where = f"input {spec.name!r}"
     if not isinstance(data, list):
@@ -116,52 +127,98 @@ def decode_json_data(spec: TensorSpec, shape: Sequence[int], data: object) -> np
         raise RequestError(
             400, f"{where}: shape {list(shape)} needs {want} values, 'data' has {values.size}"
         )
-    return _as_datatype(values, spec, where).reshape(shape)
+    return _as_datatype(values, data, spec, where).reshape(shape)
 
 
 def _as_datatype(
-    values: np.ndarray[Any, Any], spec: TensorSpec, where: str
+    values: np.ndarray[Any, Any], data: list[Any], spec: TensorSpec, where: str
 ) -> np.ndarray[Any, Any]:
+    """``values`` (numpy's reading of ``data``) when it is already of the right kind; else
+    ``data`` checked value by value, so a refusal names the offending value. (numpy turns
+    ``[-1, 2**64 - 1]`` into floats and ``[1, "a"]`` into strings: only ``data`` tells.)"""
     dtype = DATATYPES[spec.datatype]
     kind = values.dtype.kind
     if values.size == 0:
         return values.astype(dtype)
     if spec.datatype == "BYTES":
         flat = values.ravel()
-        if not all(isinstance(item, str) for item in flat):
-            raise RequestError(400, f"{where}: BYTES 'data' must be strings")
+        _check_each(flat, lambda item: isinstance(item, str), where, "BYTES 'data' must be strings")
         return flat
     if spec.datatype == "BOOL":
         if kind != "b":
-            raise RequestError(400, f"{where}: BOOL 'data' must be true/false, not {_kind(kind)}")
+            _check_each(
+                _objects(data),
+                lambda item: isinstance(item, bool),
+                where,
+                "BOOL 'data' must be true/false",
+            )
         return values
     if dtype.kind == "f":
-        if kind not in "iuf":
-            raise RequestError(
-                400, f"{where}: {spec.datatype} 'data' must be numbers, not {_kind(kind)}"
-            )
-        return values.astype(dtype)
-    if kind not in "iu":
-        raise RequestError(
-            400, f"{where}: {spec.datatype} 'data' must be integers, not {_kind(kind)}"
+        if kind in "iuf":
+            return values.astype(dtype)
+        items = _objects(data)
+        _check_each(
+            items,
+            lambda item: _is_number(item) or (isinstance(item, str) and item in _NON_FINITE),
+            where,
+            f'{spec.datatype} \'data\' must be numbers (or "NaN", "Infinity", "-Infinity")',
         )
+        try:
+            return np.array([_NON_FINITE.get(item, item) for item in items], dtype=dtype)
+        except OverflowError:  # a JSON integer beyond any float
+            raise RequestError(
+                400, f"{where}: {spec.datatype} values must lie within the type's range"
+            ) from None
+    if kind in "iu":
+        low, high = values.min(), values.max()
+    else:  # numpy fell back to floats or objects: integers past int64/uint64, or not integers
+        values = _objects(data)
+        _check_each(
+            values,
+            lambda item: isinstance(item, int) and not isinstance(item, bool),
+            where,
+            f"{spec.datatype} 'data' must be integers",
+        )
+        low, high = min(values), max(values)
     limits = np.iinfo(dtype)
-    if values.min() < limits.min or values.max() > limits.max:
+    if low < limits.min or high > limits.max:
         raise RequestError(
             400, f"{where}: {spec.datatype} values must lie in {limits.min}..{limits.max}"
         )
-    return values.astype(dtype)
+    return np.array(values, dtype=dtype) if values.dtype.kind == "O" else values.astype(dtype)
 
 
-def _kind(kind: str) -> str:
-    return {
-        "b": "booleans",
-        "i": "integers",
-        "u": "integers",
-        "f": "non-integer numbers",
-        "U": "strings",
-        "O": "mixed values",
-    }.get(kind, "other values")
+_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+"""JSON has no NaN or infinities; like protobuf's JSON mapping, they travel as these strings."""
+
+
+def _objects(data: list[Any]) -> np.ndarray[Any, Any]:
+    """The leaves of (nested) ``data``, row-major, as the Python objects JSON produced."""
+    return np.array(data, dtype=object).ravel()
+
+
+def _is_number(item: object) -> bool:
+    return isinstance(item, int | float) and not isinstance(item, bool)
+
+
+def _check_each(
+    items: np.ndarray[Any, Any], valid: Callable[[Any], bool], where: str, expected: str
+) -> None:
+    for item in items:
+        if not valid(item):
+            raise RequestError(400, f"{where}: {expected}, not {_describe(item)}")
+
+
+def _describe(item: object) -> str:
+    if isinstance(item, bool):
+        return f"the boolean {str(item).lower()}"
+    if item is None:
+        return "null"
+    if isinstance(item, str):
+        return f"the string {item[:40]!r}"
+    if isinstance(item, int | float):
+        return f"the number {item!r:.40}"
+    return "an array or object"
 
 
 def decode_binary(
@@ -209,7 +266,13 @@ def _split_bytes(chunk: memoryview, where: str) -> list[str]:
 
 
 def json_data(datatype: str, array: np.ndarray[Any, Any]) -> list[Any]:
-    """An output's values as a flat JSON list (row-major)."""
+    """An output's values as a flat JSON list (row-major).
+
+    NaN and infinities have no JSON number: they become ``"NaN"``, ``"Infinity"`` and
+    ``"-Infinity"``, as in protobuf's JSON mapping (the protocol's gRPC side), so strict parsers
+    accept the response and clients that convert to floats (numpy, ``Number()``, Go's
+    ``ParseFloat``) get the values back, where ``null`` would lose them.
+    """
     flat = array.ravel()
     if datatype == "BYTES":
         return [
@@ -217,6 +280,10 @@ def json_data(datatype: str, array: np.ndarray[Any, Any]) -> list[Any]:
             for item in flat
         ]
     values: list[Any] = flat.tolist()
+    if flat.dtype.kind == "f" and not np.isfinite(flat).all():
+        for index in np.flatnonzero(~np.isfinite(flat)).tolist():
+            value = values[index]
+            values[index] = "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
     return values
 
 

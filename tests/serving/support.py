@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,13 +93,37 @@ def build_add(path: Path) -> Path:
     return save_model(graph, path)
 
 
+def build_grid(path: Path) -> Path:
+    """``y = x`` over FP32 ``[rows, cols]``, both dimensions dynamic."""
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "grid",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["rows", "cols"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["rows", "cols"])],
+    )
+    return save_model(graph, path)
+
+
+def build_wide(path: Path) -> Path:
+    """``y = u`` over UINT64 ``[n]``: values up to 2**64 - 1."""
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["u"], ["v"])],
+        "wide",
+        [helper.make_tensor_value_info("u", TensorProto.UINT64, ["n"])],
+        [helper.make_tensor_value_info("v", TensorProto.UINT64, ["n"])],
+    )
+    return save_model(graph, path)
+
+
 @dataclass
 class Server:
-    """A running ``python -m serving`` process and a way to talk to it."""
+    """A running ``python -m serving`` process and a way to talk to it. Its log is read on a
+    thread as it comes, so a chatty server never blocks on a full pipe."""
 
     process: subprocess.Popen[str]
     port: int
     log: list[str] = field(default_factory=list)
+    reader: threading.Thread | None = None
 
     def connection(self) -> http.client.HTTPConnection:
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
@@ -135,8 +160,24 @@ class Server:
         finally:
             self.drain_log()
 
+    def follow_log(self) -> None:
+        """Keep reading the log on a thread from now on."""
+
+        def read() -> None:
+            assert self.process.stderr is not None
+            for line in self.process.stderr:
+                self.log.append(line.rstrip())
+
+        self.reader = threading.Thread(target=read, daemon=True)
+        self.reader.start()
+
     def drain_log(self) -> None:
-        if self.process.stderr is not None and self.process.poll() is not None:
+        """After the process ended: the rest of its log."""
+        if self.process.poll() is None:
+            return
+        if self.reader is not None:
+            self.reader.join(timeout=10)
+        elif self.process.stderr is not None:
             self.log += self.process.stderr.read().splitlines()
 
 
@@ -177,6 +218,7 @@ def start_server(
         match = _LISTENING.search(line)
         if match:
             server.port = int(match.group(1))
+            server.follow_log()
             break
     while wait_ready and time.monotonic() < deadline:
         if server.request("GET", "/v2/health/ready")[0] == 200:

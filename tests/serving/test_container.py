@@ -70,11 +70,17 @@ def test_listens_on_all_interfaces_at_port_with_the_adapter_readiness_path() -> 
     assert "AWS_LWA_READINESS_CHECK_PATH=/v2/health/ready" in environment
 
 
-def test_requirements_pin_exactly_the_serving_extra() -> None:
-    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+def test_requirements_pin_exactly_the_serving_and_object_store_extras() -> None:
+    """One image for every platform: it carries s3fs, gcsfs and adlfs, not a build variant."""
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
         "optional-dependencies"
-    ]["serving"]
-    wanted = {re.split(r"[<>=\[ ]", requirement, maxsplit=1)[0].lower() for requirement in extra}
+    ]
+    wanted = {
+        re.split(r"[<>=\[ ]", requirement, maxsplit=1)[0].lower()
+        for extra in ("serving", "serving-s3", "serving-gcs", "serving-azure")
+        for requirement in extras[extra]
+    } - {"aideploy"}
+    assert {"s3fs", "gcsfs", "adlfs"} <= wanted
     lines = [
         line
         for line in (ROOT / "serving" / "requirements.txt").read_text().splitlines()

@@ -72,7 +72,55 @@ BAD_REQUESTS: list[tuple[str, Any, str]] = [
     (
         "scale",
         infer_body(_x(data=["a", "b", "c", "d"])),
-        "input 'x': FP32 'data' must be numbers, not strings",
+        'input \'x\': FP32 \'data\' must be numbers (or "NaN", "Infinity", "-Infinity"), '
+        "not the string 'a'",
+    ),
+    (
+        "scale",
+        infer_body(_x(data=[1, 2, "3", 4])),
+        'input \'x\': FP32 \'data\' must be numbers (or "NaN", "Infinity", "-Infinity"), '
+        "not the string '3'",
+    ),
+    (
+        "scale",
+        infer_body(_x(data=[1, 2, 3, 10**400])),
+        "input 'x': FP32 values must lie within the type's range",
+    ),
+    (
+        "scale",
+        infer_body(_x(data=[1, 2, 3, 4], parameters={"binary_data_size": 16})),
+        "input 'x': give either 'data' or parameters.binary_data_size, not both",
+    ),
+    (
+        "grid",
+        infer_body({"name": "x", "shape": [0, 10**20], "datatype": "FP32", "data": []}),
+        "input 'x': shape [0, 100000000000000000000] is too large: its non-zero dimensions "
+        "multiply to more than the 1048576 values a request body of at most 1048576 bytes",
+    ),
+    (
+        "grid",
+        infer_body({"name": "x", "shape": [0, 2**63 - 1], "datatype": "FP32", "data": []}),
+        "input 'x': shape [0, 9223372036854775807] is too large",
+    ),
+    (
+        "grid",
+        infer_body({"name": "x", "shape": [2**20 + 1, 1], "datatype": "FP32", "data": [1]}),
+        "input 'x': shape [1048577, 1] is too large",
+    ),
+    (
+        "wide",
+        infer_body({"name": "u", "shape": [2], "datatype": "UINT64", "data": [-1, 2**64 - 1]}),
+        "input 'u': UINT64 values must lie in 0..18446744073709551615",
+    ),
+    (
+        "wide",
+        infer_body({"name": "u", "shape": [1], "datatype": "UINT64", "data": [2**64]}),
+        "input 'u': UINT64 values must lie in 0..18446744073709551615",
+    ),
+    (
+        "wide",
+        infer_body({"name": "u", "shape": [2], "datatype": "UINT64", "data": [1, 2.5]}),
+        "input 'u': UINT64 'data' must be integers, not the number 2.5",
     ),
     (
         "scale",
@@ -112,7 +160,7 @@ BAD_REQUESTS: list[tuple[str, Any, str]] = [
     (
         "multi",
         infer_body({"name": "i64", "shape": [2], "datatype": "INT64", "data": [1.5, 2]}),
-        "input 'i64': INT64 'data' must be integers",
+        "input 'i64': INT64 'data' must be integers, not the number 1.5",
     ),
     (
         "multi",
@@ -121,13 +169,13 @@ BAD_REQUESTS: list[tuple[str, Any, str]] = [
     ),
     (
         "multi",
-        infer_body({"name": "flag", "shape": [2], "datatype": "BOOL", "data": [1, 0]}),
-        "input 'flag': BOOL 'data' must be true/false",
+        infer_body({"name": "flag", "shape": [2], "datatype": "BOOL", "data": [True, 0]}),
+        "input 'flag': BOOL 'data' must be true/false, not the number 0",
     ),
     (
         "multi",
         infer_body({"name": "text", "shape": [1], "datatype": "BYTES", "data": [5]}),
-        "input 'text': BYTES 'data' must be strings",
+        "input 'text': BYTES 'data' must be strings, not the number 5",
     ),
     (
         "multi",
@@ -197,6 +245,11 @@ def _binary_x(size: int) -> dict[str, Any]:
             {"Inference-Header-Content-Length": "abc"},
             "Inference-Header-Content-Length must be a whole number",
         ),
+        (  # str.isdigit() says yes, int() says no
+            b"{}",
+            {"Inference-Header-Content-Length": "\u00b2"},
+            "Inference-Header-Content-Length must be a whole number",
+        ),
     ],
 )
 def test_bad_binary_framing_is_400(
@@ -205,6 +258,22 @@ def test_bad_binary_framing_is_400(
     status, _, data = server.request("POST", "/v2/models/scale/infer", body, headers)
     assert status == 400, data
     assert needle in json.loads(data)["error"]
+
+
+@pytest.mark.parametrize("dimension", [10**20, 2**63 - 1, 2**31 * 2**20])
+def test_empty_binary_tensor_with_a_huge_dimension_is_400(server: Server, dimension: int) -> None:
+    """Zero values, but numpy cannot describe the shape: refused before it tries (was a 500)."""
+    header = infer_body(
+        {
+            "name": "x",
+            "shape": [0, dimension],
+            "datatype": "FP32",
+            "parameters": {"binary_data_size": 0},
+        }
+    )
+    status, _, data = server.request("POST", "/v2/models/grid/infer", *_binary(header, b""))
+    assert status == 400, data
+    assert f"input 'x': shape [0, {dimension}] is too large" in json.loads(data)["error"]
 
 
 def test_bad_binary_bytes_elements_are_400(server: Server) -> None:
@@ -245,6 +314,8 @@ def test_chunked_body_over_the_limit_is_413(server: Server) -> None:
         (b"POST /v2 HTTP/1.1\r\nContent-Length: -5\r\n\r\n", 400),
         (b"POST /v2 HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
         (b"POST /v2 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
+        (b"POST /v2 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n-5\r\nabc\r\n", 400),
+        (b"POST /v2 HTTP/1.1\r\nContent-Length: \xb2\r\n\r\n", 400),
         (b"GET /v2 HTTP/1.1\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n", 431),
     ],
 )
@@ -266,3 +337,34 @@ def test_server_survives_all_of_the_above(server: Server) -> None:
     status, _, body = server.request("GET", "/metrics")
     assert status == 200
     assert b'aideploy_http_responses_total{code="500"}' not in body
+
+
+def _samples(server: Server) -> dict[str, float]:
+    text = server.request("GET", "/metrics")[2].decode()
+    return {
+        key: float(value)
+        for key, value in (line.rsplit(" ", 1) for line in text.splitlines() if line[:1] != "#")
+    }
+
+
+def test_refusals_of_the_http_layer_count_against_the_model(server: Server) -> None:
+    """A body over the limit (413) and broken chunked framing (400) never reach the model's
+    handler, yet they are that model's failed inference requests."""
+    before = _samples(server)
+    for raw in (
+        b"POST /v2/models/grid/infer HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n",
+        b"POST /v2/models/grid/versions/1/infer HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"POST /v2/models/nope/infer HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n",
+    ):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(raw)
+            assert sock.recv(65536).startswith((b"HTTP/1.1 413 ", b"HTTP/1.1 400 "))
+    after = _samples(server)
+
+    def grew(key: str) -> float:
+        return after.get(key, 0) - before.get(key, 0)
+
+    assert grew('aideploy_inference_requests_total{model="grid"}') == 2
+    assert grew('aideploy_inference_errors_total{model="grid",code="413"}') == 1
+    assert grew('aideploy_inference_errors_total{model="grid",code="400"}') == 1
+    assert not any('model="nope"' in key for key in after)

@@ -211,6 +211,57 @@ def test_requested_outputs_select_and_choose_binary_per_output(server: Server) -
     assert np.frombuffer(blobs["i32_out"], dtype="<i4").tolist() == [7, -8, 9]
 
 
+def test_empty_outputs_list_means_every_output(server: Server) -> None:
+    """The spec: outputs "not specified" returns all; an empty list specifies nothing either
+    (it was a 500: onnxruntime reads an empty list as "all" too)."""
+    for parameters in ({}, {"parameters": {"binary_data_output": True}}):
+        body = infer_body(scale_input([[1, 1, 1, 1]]), outputs=[], **parameters)
+        status, headers, data = server.request("POST", "/v2/models/scale/infer", json.dumps(body))
+        assert status == 200, data
+        if parameters:
+            document, blobs = _split_binary_response(headers, data)
+            assert np.frombuffer(blobs["y"], dtype="<f4").tolist() == [1, 2, 3, 4]
+        else:
+            document = json.loads(data)
+            assert document["outputs"][0]["data"] == [1, 2, 3, 4]
+        assert [output["name"] for output in document["outputs"]] == ["y"]
+
+
+def _strict_json(data: bytes) -> Any:
+    def refuse(token: str) -> None:
+        raise AssertionError(f"{token} is not JSON")
+
+    return json.loads(data, parse_constant=refuse)
+
+
+def test_nan_and_infinities_travel_as_strings_in_json(server: Server) -> None:
+    """JSON has no NaN/Infinity: outputs carry protobuf's JSON spellings, which strict parsers
+    accept and float conversions read back; inputs accept the same strings."""
+    values = np.array([[np.nan, np.inf, -np.inf, 1.5]], dtype=np.float32)
+    body, headers = _binary_request({"x": ("FP32", values)})
+    status, _, data = server.request("POST", "/v2/models/grid/infer", body, headers)
+    assert status == 200, data
+    output = _strict_json(data)["outputs"][0]
+    assert output["data"] == ["NaN", "Infinity", "-Infinity", 1.5]
+    round_trip = np.array(output["data"], dtype=np.float32)  # what tritonclient's as_numpy does
+    np.testing.assert_array_equal(round_trip, values.ravel())
+    echo = infer_body(
+        {"name": "x", "shape": [1, 4], "datatype": "FP32", "data": output["data"]},
+        parameters={"binary_data_output": True},
+    )
+    status, headers, data = server.request("POST", "/v2/models/grid/infer", json.dumps(echo))
+    assert status == 200, data
+    _, blobs = _split_binary_response(headers, data)
+    np.testing.assert_array_equal(np.frombuffer(blobs["y"], dtype="<f4"), values.ravel())
+
+
+def test_uint64_values_use_the_whole_range(server: Server) -> None:
+    body = infer_body({"name": "u", "shape": [2], "datatype": "UINT64", "data": [0, 2**64 - 1]})
+    status, document = server.json("POST", "/v2/models/wide/infer", body)
+    assert status == 200, document
+    assert document["outputs"][0]["data"] == [0, 2**64 - 1]
+
+
 def test_empty_tensor_along_a_dynamic_axis(server: Server) -> None:
     status, document = server.json(
         "POST",
@@ -250,3 +301,25 @@ def test_metrics_count_requests_errors_and_process_state(server: Server) -> None
     assert float(samples["process_resident_memory_bytes"]) > 10 * 2**20
     assert float(samples["process_cpu_seconds_total"]) > 0
     assert float(samples['aideploy_model_load_seconds{model="scale"}']) > 0
+
+
+def test_metrics_break_the_cold_start_into_its_parts(server: Server) -> None:
+    """What the benchmark puts beside onnxruntime's own floor: imports, session creation and
+    first run, and when the port opened and the models were ready."""
+    text = server.request("GET", "/metrics")[2].decode()
+    samples = {
+        key: float(value)
+        for key, value in (line.rsplit(" ", 1) for line in text.splitlines() if line[:1] != "#")
+    }
+    start = {
+        phase: samples[f'aideploy_start_seconds{{phase="{phase}"}}']
+        for phase in ("imports", "listening", "ready")
+    }
+    assert 0 < start["imports"] < start["listening"]
+    assert start["imports"] < start["ready"]
+    load = {
+        phase: samples[f'aideploy_model_load_phase_seconds{{model="scale",phase="{phase}"}}']
+        for phase in ("fetch", "session", "warm_up")
+    }
+    assert all(seconds > 0 for seconds in load.values())
+    assert sum(load.values()) <= samples['aideploy_model_load_seconds{model="scale"}']
