@@ -33,7 +33,7 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 
 typecheck: install
-	$(VENV)/bin/mypy $(PACKAGES) tests benchmarks
+	$(VENV)/bin/mypy $(PACKAGES) __main__.py tests benchmarks
 
 pytest: install
 	$(PY) -m pytest -q -m "not soak"

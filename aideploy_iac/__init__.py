@@ -16,9 +16,11 @@ if TYPE_CHECKING:
     from aideploy_iac.args import (
         CostOptimizationPolicyArgs,
         DeploymentArgs,
+        ModelFormat,
         ResourceRequirementsArgs,
         ScalingPolicyArgs,
         TargetArgs,
+        TargetCloud,
     )
     from aideploy_iac.deployment import ModelDeployment, ModelDeploymentArgs
     from aideploy_iac.kubernetes import KubernetesDeploymentArgs, KubernetesModelDeployment
@@ -38,9 +40,11 @@ _EXPORTS = {
     "Framework": "aideploy.schema",
     "CostOptimizationPolicyArgs": "aideploy_iac.args",
     "DeploymentArgs": "aideploy_iac.args",
+    "ModelFormat": "aideploy_iac.args",
     "ResourceRequirementsArgs": "aideploy_iac.args",
     "ScalingPolicyArgs": "aideploy_iac.args",
     "TargetArgs": "aideploy_iac.args",
+    "TargetCloud": "aideploy_iac.args",
     "ModelDeployment": "aideploy_iac.deployment",
     "ModelDeploymentArgs": "aideploy_iac.deployment",
     "KubernetesDeploymentArgs": "aideploy_iac.kubernetes",
@@ -78,10 +82,12 @@ __all__ = [
     "LambdaModelDeployment",
     "ModelDeployment",
     "ModelDeploymentArgs",
+    "ModelFormat",
     "PlatformArgs",
     "ResourceRequirementsArgs",
     "ScalingPolicyArgs",
     "TargetArgs",
+    "TargetCloud",
 ]
 
 

@@ -4,12 +4,14 @@ Component args are ``TypedDict``s (the shape Pulumi's schema inference reads for
 use); everything that decides *which* resources exist (resources, scaling, cost policy, target)
 is a plain value, validated at construction by the same pydantic models the API uses
 (:mod:`aideploy.schema`), so a field is checked the same way wherever it enters. Values that only
-flow into resource inputs (model URI, image, namespace) are ``pulumi.Input``.
+flow into resource inputs (model URI, image, namespace, ids of existing resources) are
+``pulumi.Input``, so a program can wire another resource's output into them.
 """
 
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, NotRequired, TypedDict, TypeVar
 
 import pulumi
@@ -29,17 +31,43 @@ from aideploy.schema import (
 )
 
 __all__ = [
-    "MODEL_URI_SCHEMES",
     "CostOptimizationPolicyArgs",
     "DeploymentArgs",
     "DeploymentSpec",
+    "ModelFormat",
+    "ModelLocation",
     "ResourceRequirementsArgs",
     "ScalingPolicyArgs",
     "TargetArgs",
+    "TargetCloud",
+    "gcp_labels",
     "labels_from_metadata",
+    "model_location",
+    "require_readable",
     "resolve_spec",
+    "storage_account_name",
     "validated",
 ]
+
+
+class TargetCloud(StrEnum):
+    """The clouds a Pulumi deployment runs on (``local`` runs through aideploy's own runner)."""
+
+    AWS = "aws"
+    """Amazon Web Services: EKS or AWS Lambda."""
+    GCP = "gcp"
+    """Google Cloud: GKE or Cloud Run."""
+    AZURE = "azure"
+    """Microsoft Azure: AKS or Azure Container Apps."""
+
+
+class ModelFormat(StrEnum):
+    """Formats the serving runtime loads (a TensorFlow model is deployed as its ONNX export)."""
+
+    ONNX = "onnx"
+    """An ONNX file."""
+    PYTORCH = "pytorch"
+    """A TorchScript or torch.export file."""
 
 
 class ResourceRequirementsArgs(TypedDict):
@@ -84,24 +112,24 @@ class CostOptimizationPolicyArgs(TypedDict):
 class TargetArgs(TypedDict):
     """Where the deployment runs."""
 
-    cloud: Cloud
+    cloud: TargetCloud
     """aws, gcp or azure."""
     region: NotRequired[str]
-    """Cloud region such as us-east-1, europe-west4 or westeurope."""
+    """Cloud region such as us-east-1, europe-west4 or westeurope (default: the target's own)."""
     cluster: NotRequired[str]
-    """Kubernetes only: the cluster's kubeconfig context or platform stack (informational)."""
+    """Kubernetes only: the cluster to deploy to, as a kubeconfig context or as org/project/stack of an aideploy platform stack (then its kubeconfig is used and pods get a cloud identity that can read the model)."""
 
 
 class DeploymentArgs(TypedDict):
     """Arguments every deployment component takes."""
 
     model_uri: pulumi.Input[str]
-    """URI of the model artifact in object storage: s3://, gs:// or https://<account>.blob.core.windows.net/."""
+    """URI of the model artifact: s3://, gs://, az://<container>/<blob>, https://<account>.blob.core.windows.net/<container>/<blob>, or a public https:// URL."""
     image: pulumi.Input[str]
     """Container image of the aideploy serving runtime (Open Inference Protocol v2 on PORT)."""
     deployment_name: NotRequired[str]
     """Name of the deployment (a DNS label); defaults to the resource name."""
-    model_format: NotRequired[Framework]
+    model_format: NotRequired[ModelFormat]
     """Format of the model artifact, onnx (default) or pytorch."""
     resource_requirements: NotRequired[ResourceRequirementsArgs]
     """What one instance gets."""
@@ -112,13 +140,13 @@ class DeploymentArgs(TypedDict):
     hibernated: NotRequired[bool]
     """Stop serving and run no instances, keeping the endpoint's address (default false)."""
     metadata: NotRequired[dict[str, str]]
-    """Labels (Kubernetes) or tags (clouds) added to every resource."""
+    """Labels (Kubernetes, GCP) or tags (AWS, Azure) added to every resource; entries a target's label rules change or refuse are reported in warnings."""
     public_endpoint: NotRequired[bool]
     """Let unauthenticated clients reach the endpoint (default false: cloud IAM or in-cluster only)."""
     usage_url: NotRequired[pulumi.Input[str]]
     """Where the runtime reports its usage (the platform API's POST /deployments/{id}/usage)."""
     usage_token: NotRequired[pulumi.Input[str]]
-    """The deployment-scoped token for usage_url (kept a Pulumi secret)."""
+    """The deployment-scoped token for usage_url (a Kubernetes Secret or Container Apps secret; a Pulumi secret throughout)."""
 
 
 @dataclass(frozen=True)
@@ -139,15 +167,90 @@ class DeploymentSpec:
     usage_token: pulumi.Input[str] | None = None
 
 
-MODEL_URI_SCHEMES: dict[Cloud, tuple[str, ...]] = {
-    Cloud.AWS: ("s3://",),
-    Cloud.GCP: ("gs://",),
-    Cloud.AZURE: ("https://",),
-}
-"""The object stores each cloud's serverless target grants its identity read access to."""
-
 _Model = TypeVar("_Model", bound=BaseModel)
 _DNS_LABEL: TypeAdapter[str] = TypeAdapter(DnsLabel)
+
+
+@dataclass(frozen=True)
+class ModelLocation:
+    """Where a model artifact is, and so which cloud identity can be granted read access."""
+
+    uri: str
+    cloud: Cloud | None
+    """The cloud whose object store holds it; ``None`` for any other URI."""
+    public: bool = False
+    """A plain ``https://`` URL: every target fetches it without a cloud identity."""
+    bucket: str = ""
+    """S3 or GCS bucket, or Blob container."""
+    key: str = ""
+    """Object key or blob name."""
+    account: str | None = None
+    """Azure storage account, when the URI names it (``https://<account>.blob...``)."""
+
+    def readable_from(self, cloud: Cloud) -> bool:
+        """Whether a workload identity of ``cloud`` can read it (its own store, or public)."""
+        return self.public or self.cloud is cloud
+
+    @property
+    def runtime_uri(self) -> str:
+        """The URI the serving runtime opens: Blob objects as ``az://`` (adlfs, authenticating
+        with the workload's managed identity), everything else unchanged."""
+        if self.cloud is Cloud.AZURE:
+            return f"az://{self.bucket}/{self.key}"
+        return self.uri
+
+
+MODEL_URI_FORMS: dict[Cloud, str] = {
+    Cloud.AWS: "s3://<bucket>/<object>",
+    Cloud.GCP: "gs://<bucket>/<object>",
+    Cloud.AZURE: "az://<container>/<blob> or https://<account>.blob.core.windows.net/<container>/<blob>",
+}
+"""The object-store URIs whose objects each cloud's workload identity is granted."""
+_OBJECT_SCHEMES = {"s3": Cloud.AWS, "gs": Cloud.GCP, "az": Cloud.AZURE}
+_BLOB_HOST = re.compile(r"^([a-z0-9]{3,24})\.blob\.core\.windows\.net$")
+
+
+def model_location(uri: str, field: str = "model_uri") -> ModelLocation:
+    """Parse a model URI; an object-store URI without an object name is an error."""
+    scheme, separator, rest = uri.partition("://")
+    scheme = scheme.lower()
+    if scheme in _OBJECT_SCHEMES:
+        bucket, _, key = rest.partition("/")
+        if not bucket or not key:
+            raise InputError(
+                f"{field}: {uri!r} names no object; expected {scheme}://<bucket>/<object>"
+            )
+        return ModelLocation(uri, _OBJECT_SCHEMES[scheme], bucket=bucket, key=key)
+    if separator and scheme == "https":
+        host, _, path = rest.partition("/")
+        blob_host = _BLOB_HOST.match(host.lower())
+        if blob_host is None:
+            return ModelLocation(uri, None, public=True)
+        container, _, blob = path.partition("/")
+        if not container or not blob:
+            raise InputError(
+                f"{field}: {uri!r} names no blob; expected {MODEL_URI_FORMS[Cloud.AZURE]}"
+            )
+        return ModelLocation(
+            uri, Cloud.AZURE, bucket=container, key=blob, account=blob_host.group(1)
+        )
+    return ModelLocation(uri, None)
+
+
+def require_readable(
+    location: ModelLocation, cloud: Cloud, reader: str, field: str = "model_uri"
+) -> None:
+    """Fail naming the accepted forms when ``reader`` (a cloud identity) cannot read the model."""
+    if not location.readable_from(cloud):
+        raise InputError(
+            f"{field}: {location.uri!r} cannot be read by {reader}; expected "
+            f"{MODEL_URI_FORMS[cloud]}, or a public https:// URL"
+        )
+
+
+def storage_account_name(account_id: str) -> str:
+    """The account name of a storage account resource id (its last path segment)."""
+    return account_id.rstrip("/").rsplit("/", 1)[-1]
 
 
 def validated(model: type[_Model], value: Mapping[str, Any] | None, field: str) -> _Model:
@@ -172,7 +275,21 @@ def validated_name(value: str, field: str = "deployment_name") -> str:
 
 
 def validated_target(value: Mapping[str, Any] | None) -> Target | None:
-    return None if value is None else validated(Target, value, "target")
+    """The target through the shared schema; ``local`` is rejected, it is no Pulumi target."""
+    if value is None:
+        return None
+    cloud = value.get("cloud")
+    allowed = [item.value for item in TargetCloud]
+    if cloud is not None and str(cloud) not in allowed:
+        raise InputError(
+            f"target.cloud: {str(cloud)!r} is not one of {', '.join(allowed)}"
+            + (
+                " ('local' deployments run through aideploy's local runner, not Pulumi)"
+                if str(cloud) == Cloud.LOCAL.value
+                else ""
+            )
+        )
+    return validated(Target, value, "target")
 
 
 def deployment_type_of(value: object) -> DeploymentType:
@@ -188,11 +305,11 @@ _LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 
 
 def labels_from_metadata(metadata: Mapping[str, Any]) -> tuple[dict[str, str], list[str]]:
-    """Turn deployment metadata into labels/tags every target accepts, and say what was left out.
+    """Turn deployment metadata into Kubernetes labels, and say what was left out.
 
-    Label syntax is the strictest of the targets (Kubernetes: 63 characters of letters, digits,
-    ``-_.``), so one conversion serves all; entries that do not fit are reported, not dropped
-    silently.
+    Kubernetes label syntax (63 letters, digits, ``-_.``) is also valid AWS and Azure tag syntax,
+    so these labels serve those targets unchanged; GCP is stricter and converts them further
+    (:func:`gcp_labels`). Entries that do not fit are reported, never dropped silently.
     """
     labels: dict[str, str] = {}
     skipped: list[str] = []
@@ -215,24 +332,63 @@ def labels_from_metadata(metadata: Mapping[str, Any]) -> tuple[dict[str, str], l
     return labels, skipped
 
 
-def resolve_spec(resource_name: str, args: DeploymentArgs) -> tuple[DeploymentSpec, list[str]]:
-    """Validate ``args`` into a :class:`DeploymentSpec`; the list holds metadata left unlabelled."""
-    missing = [key for key in ("model_uri", "image") if key not in args]
-    if missing:
+_GCP_LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+_NOT_GCP_LABEL_CHARACTER = re.compile(r"[^a-z0-9_-]")
+
+
+def gcp_labels(labels: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+    """Labels as GCP accepts them: lowercase letters, digits, ``_`` and ``-``, keys starting
+    with a letter. Each entry that had to change, or could not be used, is reported."""
+    converted: dict[str, str] = {}
+    notes: list[str] = []
+    for key, value in labels.items():
+        new_key = _NOT_GCP_LABEL_CHARACTER.sub("_", key.lower())
+        new_value = _NOT_GCP_LABEL_CHARACTER.sub("_", value.lower())
+        if not _GCP_LABEL_KEY.match(new_key):
+            notes.append(
+                f"metadata.{key}: GCP label keys start with a lowercase letter; not set as a label"
+            )
+        elif new_key in converted:
+            notes.append(
+                f"metadata.{key}: becomes the GCP label key {new_key!r}, which another entry "
+                "already has; not set as a label"
+            )
+        else:
+            converted[new_key] = new_value
+            if (new_key, new_value) != (key, value):
+                notes.append(
+                    f"metadata.{key}: GCP labels allow only lowercase letters, digits, '_' and "
+                    f"'-'; set as {new_key}={new_value}"
+                )
+    return converted, notes
+
+
+def _model_format(value: object) -> Framework:
+    allowed = [item.value for item in ModelFormat]
+    if str(value) not in allowed:
+        raise InputError(f"model_format: {value!r} is not one of {', '.join(allowed)}")
+    return Framework(str(value))
+
+
+def resolve_spec(
+    resource_name: str, args: Mapping[str, Any], model_uri: pulumi.Input[str] | None = None
+) -> tuple[DeploymentSpec, list[str]]:
+    """Validate ``args`` into a :class:`DeploymentSpec`; the list holds metadata left unlabelled.
+
+    ``model_uri`` overrides ``args["model_uri"]`` (a ModelDeployment picks it per cloud).
+    """
+    uri = model_uri if model_uri is not None else args.get("model_uri")
+    image = args.get("image")
+    if uri is None or image is None:
+        missing = [key for key, value in (("model_uri", uri), ("image", image)) if value is None]
         raise InputError(f"{', '.join(missing)}: required")
     name = validated_name(args.get("deployment_name", resource_name))
     labels, skipped = labels_from_metadata(args.get("metadata", {}))
-    format_value = args.get("model_format", Framework.ONNX)
-    try:
-        model_format = Framework(format_value)
-    except ValueError:
-        allowed = ", ".join(item.value for item in Framework)
-        raise InputError(f"model_format: {format_value!r} is not one of {allowed}") from None
     spec = DeploymentSpec(
         name=name,
-        model_uri=args["model_uri"],
-        image=args["image"],
-        model_format=model_format,
+        model_uri=uri,
+        image=image,
+        model_format=_model_format(args.get("model_format", ModelFormat.ONNX)),
         resources=validated(
             ResourceRequirements, args.get("resource_requirements"), "resource_requirements"
         ),
@@ -253,35 +409,3 @@ def resolve_spec(resource_name: str, args: DeploymentArgs) -> tuple[DeploymentSp
             f"({spec.scaling.max_instances})"
         )
     return spec, skipped
-
-
-def model_uri_parts(
-    uri: str, schemes: tuple[str, ...], field: str = "model_uri"
-) -> tuple[str, str]:
-    """Split an object-storage URI into (bucket or container, object key), checking the scheme.
-
-    ``s3://bucket/key`` and ``gs://bucket/key`` give ``(bucket, key)``;
-    ``https://account.blob.core.windows.net/container/blob`` gives ``(account/container, blob)``.
-    """
-    for scheme in schemes:
-        if uri.startswith(scheme):
-            rest = uri[len(scheme) :]
-            if scheme == "https://":
-                host, _, path = rest.partition("/")
-                if not host.endswith(".blob.core.windows.net"):
-                    break
-                container, _, blob = path.partition("/")
-                if container and blob:
-                    return f"{host.split('.')[0]}/{container}", blob
-                break
-            bucket, _, key = rest.partition("/")
-            if bucket and key:
-                return bucket, key
-            break
-    expected = " or ".join(
-        "https://<account>.blob.core.windows.net/<container>/<blob>"
-        if scheme == "https://"
-        else f"{scheme}<bucket>/<object>"
-        for scheme in schemes
-    )
-    raise InputError(f"{field}: {uri!r} is not an object URI of the form {expected}")

@@ -21,10 +21,23 @@ if TYPE_CHECKING:
 __all__ = ["synth"]
 
 _INPUT_PREVIEW_CHARS = 120
+# How the engine marks a secret value in recorded inputs (Pulumi's wire format).
+_SECRET_SIGNATURE = ("4dabf18193072939515e22adb298388d", "1b47061264138c4ac30d75fd1eb44270")
+
+
+def _redacted(value: Any) -> Any:
+    """The value with every Pulumi secret in it replaced, so no output shows a token."""
+    if isinstance(value, dict):
+        if value.get(_SECRET_SIGNATURE[0]) == _SECRET_SIGNATURE[1]:
+            return "[secret]"
+        return {key: _redacted(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_redacted(item) for item in value]
+    return value
 
 
 def _preview(inputs: dict[str, Any]) -> str:
-    text = json.dumps(inputs, sort_keys=True, default=str)
+    text = json.dumps(_redacted(inputs), sort_keys=True, default=str)
     return text if len(text) <= _INPUT_PREVIEW_CHARS else f"{text[: _INPUT_PREVIEW_CHARS - 1]}…"
 
 
@@ -84,8 +97,8 @@ def _write_manifests(result: SynthResult, directory: Path) -> int:
     objects = _kubernetes_objects(result)
     for resource in objects:
         manifest = {
-            key: resource.inputs[key]
-            for key in ("apiVersion", "kind", "metadata", "spec")
+            key: _redacted(resource.inputs[key])
+            for key in ("apiVersion", "kind", "metadata", "type", "spec", "stringData")
             if key in resource.inputs
         }
         (directory / f"{resource.name}.yaml").write_text(
@@ -136,7 +149,7 @@ def synth(
     except AideployError as exc:
         fail(str(exc))
     if as_json:
-        typer.echo(json.dumps(result.to_json(), indent=2, sort_keys=True, default=str))
+        typer.echo(json.dumps(_redacted(result.to_json()), indent=2, sort_keys=True, default=str))
     else:
         console.print(_tree(result))
         console.print(_summary(result))

@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from aideploy.errors import InputError
-from aideploy.schema import DeploymentCreate, Framework, field_errors
+from aideploy.schema import Cloud, DeploymentCreate, Framework, field_errors
 from aideploy_iac.deployment import ModelDeploymentArgs
 
 __all__ = [
@@ -34,20 +34,27 @@ class TargetOptions(BaseModel):
     namespace: str | None = None
     keda_namespace: str | None = None
     service_account_name: str | None = None
+    clusters: dict[str, str] | None = None
     log_retention_days: int | None = None
+    invokers: list[str] | None = None
     project: str | None = None
     resource_group_name: str | None = None
     environment_id: str | None = None
     model_storage_account_id: str | None = None
+    registry_id: str | None = None
 
 
 class DeploymentDocument(DeploymentCreate):
     """``POST /deployments`` body + ``model_uri`` (+ optional image and target options)."""
 
-    model_uri: Annotated[str, Field(min_length=1)]
-    """URI of the model artifact in object storage (s3://, gs://, https://<account>.blob...)."""
+    model_uri: Annotated[str, Field(min_length=1)] | None = None
+    """URI of the model artifact (s3://, gs://, az://, https://<account>.blob..., https://)."""
+    model_uris: dict[Cloud, Annotated[str, Field(min_length=1)]] | None = None
+    """Copies of the model per cloud, for multi-cloud placement (``model_uri`` elsewhere)."""
     image: str | None = None
     """Serving runtime image; defaults to the stack's ``aideploy:image``."""
+    images: dict[Cloud, Annotated[str, Field(min_length=1)]] | None = None
+    """The serving image per cloud where it differs (e.g. an ECR copy for AWS Lambda)."""
     model_format: Framework = Framework.ONNX
     hibernated: bool = False
     public_endpoint: bool = False
@@ -72,9 +79,12 @@ def model_deployment_args(
             f"{document.name}.image: no serving image; set it on the deployment or as the "
             "stack's aideploy:image"
         )
+    if document.model_uri is None and not document.model_uris:
+        raise InputError(
+            f"{document.name}.model_uri: required (or model_uris with a copy per cloud)"
+        )
     args: dict[str, Any] = {
         "deployment_name": document.name,
-        "model_uri": document.model_uri,
         "image": image,
         "model_format": document.model_format,
         "deployment_type": document.deployment_type,
@@ -86,6 +96,12 @@ def model_deployment_args(
         "public_endpoint": document.public_endpoint,
         **document.options.model_dump(exclude_none=True),
     }
+    if document.model_uri is not None:
+        args["model_uri"] = document.model_uri
+    if document.model_uris:
+        args["model_uris"] = {cloud.value: uri for cloud, uri in document.model_uris.items()}
+    if document.images:
+        args["images"] = {cloud.value: item for cloud, item in document.images.items()}
     if document.usage_url is not None and document.usage_token is not None:
         args["usage_url"] = document.usage_url
         args["usage_token"] = document.usage_token.get_secret_value()

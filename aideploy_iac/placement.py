@@ -1,18 +1,23 @@
 """Multi-cloud placement: the catalogued cloud and region where a deployment costs least.
 
-Every (cloud, region) of the price catalog is a candidate; candidates the target cannot run (a GPU
-on a serverless product, a size outside Cloud Run's limits) are set aside with the reason, using
-the same rules the components enforce, so a choice is always deployable.
+Every (cloud, region) of the price catalog is a candidate. Candidates the deployment cannot run
+on are set aside with the reason, using the same rules the components enforce, so a choice is
+always deployable: the model must be readable there (that cloud's object store through
+``model_uris``, or a public https URL), the target must take the size, name and image (Lambda
+runs only ECR images of its own region), and a Kubernetes deployment needs a cluster there.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+
+import pulumi
 
 from aideploy.errors import InputError
 from aideploy.schema import Cloud, DeploymentType
-from aideploy_iac.args import MODEL_URI_SCHEMES, DeploymentSpec, model_uri_parts
-from aideploy_iac.policies import TargetKind, plan_for
+from aideploy_iac.args import DeploymentSpec, model_location, require_readable
+from aideploy_iac.policies import MODEL_READERS, TargetKind, check_image, plan_for
 from aideploy_iac.pricing import CostEstimate, PriceCatalog, UsageProfile, estimate_monthly_cost
 
 __all__ = ["PlacementDecision", "choose_placement", "target_kind"]
@@ -46,22 +51,46 @@ class PlacementDecision:
     """Candidates that cannot run the deployment, each with the reason."""
 
 
+def _check_candidate(
+    spec: DeploymentSpec,
+    kind: TargetKind,
+    cloud: Cloud,
+    region: str,
+    model_uris: Mapping[Cloud, pulumi.Input[str]],
+    images: Mapping[Cloud, pulumi.Input[str]],
+    clusters: Mapping[str, str] | None,
+) -> None:
+    if clusters is not None and f"{cloud.value}/{region}" not in clusters:
+        raise InputError(f"clusters: no cluster for {cloud.value}/{region}")
+    uri = model_uris.get(cloud, spec.model_uri)
+    if isinstance(uri, str):
+        require_readable(model_location(uri), cloud, MODEL_READERS[kind])
+    plan_for(kind, spec)
+    check_image(kind, images.get(cloud, spec.image), region)
+
+
 def choose_placement(
     catalog: PriceCatalog,
     spec: DeploymentSpec,
     deployment_type: DeploymentType,
     usage: UsageProfile | None = None,
+    *,
+    model_uris: Mapping[Cloud, pulumi.Input[str]] | None = None,
+    images: Mapping[Cloud, pulumi.Input[str]] | None = None,
+    clusters: Mapping[str, str] | None = None,
 ) -> PlacementDecision:
-    """Price the deployment in every catalogued region and return the cheapest two."""
+    """Price the deployment in every place it can run and return the cheapest two.
+
+    ``model_uris`` and ``images`` give the model's copy and the serving image per cloud
+    (``spec.model_uri`` and ``spec.image`` elsewhere); ``clusters`` (``cloud/region`` keys)
+    limits a Kubernetes deployment to the places that have a cluster.
+    """
     estimates: list[CostEstimate] = []
     rejected: list[str] = []
     for cloud, region in catalog.places():
         try:
             kind = target_kind(deployment_type, cloud)
-            if kind is not TargetKind.KUBERNETES and isinstance(spec.model_uri, str):
-                # Serverless targets grant read access only to their own cloud's object store.
-                model_uri_parts(spec.model_uri, MODEL_URI_SCHEMES[cloud])
-            plan_for(kind, spec)
+            _check_candidate(spec, kind, cloud, region, model_uris or {}, images or {}, clusters)
             estimates.append(
                 estimate_monthly_cost(
                     catalog,

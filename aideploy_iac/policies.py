@@ -9,20 +9,29 @@ so nothing is ever dropped silently. The README's policy table summarizes them.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from enum import StrEnum
 
+import pulumi
+
 from aideploy.errors import InputError
 from aideploy.quantity import format_cpu, format_memory
+from aideploy.schema import CostOptimizationPolicy, ScalingPolicy
 from aideploy_iac.args import DeploymentSpec
 
 __all__ = [
+    "CONTAINER_APPS_CONSUMPTION_ONLY_LIMIT",
     "CONTAINER_APPS_SIZES",
+    "MODEL_READERS",
     "EffectivePolicy",
     "ReplicaSplit",
     "TargetKind",
     "TargetPlan",
+    "check_image",
+    "container_apps_memory",
+    "ecr_image_region",
     "plan_for",
     "replica_split",
     "requests_per_instance",
@@ -39,6 +48,15 @@ class TargetKind(StrEnum):
     AWS_LAMBDA = "aws-lambda"
     GCP_CLOUD_RUN = "gcp-cloud-run"
     AZURE_CONTAINER_APPS = "azure-container-apps"
+
+
+MODEL_READERS = {
+    TargetKind.KUBERNETES: "the pods of that cloud's cluster",
+    TargetKind.AWS_LAMBDA: "the Lambda function's role",
+    TargetKind.GCP_CLOUD_RUN: "the Cloud Run service's account",
+    TargetKind.AZURE_CONTAINER_APPS: "the Container App's managed identity",
+}
+"""The identity each target reads the model with, as messages name it."""
 
 
 @dataclass(frozen=True)
@@ -145,11 +163,12 @@ class ReplicaSplit:
         return self.on_demand + self.scaled_max
 
 
-def replica_split(spec: DeploymentSpec) -> ReplicaSplit:
-    on_demand = spec.cost.on_demand_base_instances if spec.cost.use_spot_instances else 0
-    scale_to_zero = spec.cost.hibernation_enabled
-    scaled_max = spec.scaling.max_instances - on_demand
-    wanted_min = 0 if scale_to_zero else spec.scaling.min_instances
+def replica_split(scaling: ScalingPolicy, cost: CostOptimizationPolicy) -> ReplicaSplit:
+    """The split a Kubernetes deployment runs; the cost estimate prices the same one."""
+    on_demand = cost.on_demand_base_instances if cost.use_spot_instances else 0
+    scale_to_zero = cost.hibernation_enabled
+    scaled_max = scaling.max_instances - on_demand
+    wanted_min = 0 if scale_to_zero else scaling.min_instances
     scaled_min = max(0, wanted_min - on_demand)
     if not scale_to_zero and scaled_max > 0:
         # A HorizontalPodAutoscaler cannot go below one replica; only KEDA scales to zero.
@@ -158,9 +177,15 @@ def replica_split(spec: DeploymentSpec) -> ReplicaSplit:
 
 
 def plan_kubernetes(spec: DeploymentSpec) -> TargetPlan:
-    """Kubernetes honours every field; spot is a preference with an on-demand floor."""
+    """Kubernetes honours every field but public_endpoint; spot is a preference with an
+    on-demand floor."""
     warnings = _common_warnings(spec, "Kubernetes", has_spot=True)
-    split = replica_split(spec)
+    if spec.public_endpoint:
+        warnings.append(
+            "public_endpoint: the Kubernetes target exposes a ClusterIP Service only (reachable "
+            "inside the cluster); route to it with your own Ingress or Gateway"
+        )
+    split = replica_split(spec.scaling, spec.cost)
     if spec.cost.hibernation_enabled:
         reason = _HIBERNATION_REASON
         if split.on_demand:
@@ -195,6 +220,35 @@ def plan_kubernetes(spec: DeploymentSpec) -> TargetPlan:
 LAMBDA_MEMORY_MIB = (128, 10240)
 LAMBDA_MAX_TIMEOUT = 900
 LAMBDA_MIB_PER_VCPU = 1769
+_ECR_IMAGE = re.compile(r"^\d{12}\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?/\S+$")
+
+
+def ecr_image_region(image: str) -> str | None:
+    """The region of an Amazon ECR image reference; ``None`` when it is not one."""
+    match = _ECR_IMAGE.match(image)
+    return match.group(1) if match else None
+
+
+def check_image(kind: TargetKind, image: pulumi.Input[str], region: str | None) -> None:
+    """Where the target pulls images from: Lambda runs only ECR images of its own region.
+
+    Checked at construction and by placement, so a placed deployment is always deployable.
+    Images given as outputs are checked by the cloud at deploy time.
+    """
+    if kind is not TargetKind.AWS_LAMBDA or not isinstance(image, str):
+        return
+    image_region = ecr_image_region(image)
+    if image_region is None:
+        raise InputError(
+            f"image: {image!r} is not an Amazon ECR image; AWS Lambda runs images only from ECR "
+            "(<account>.dkr.ecr.<region>.amazonaws.com/<repository>:<tag>, e.g. the platform "
+            "stack's registry)"
+        )
+    if region is not None and region != image_region:
+        raise InputError(
+            f"image: {image!r} is in ECR region {image_region}; AWS Lambda runs images only "
+            f"from its own region ({region}); copy the image there or deploy to {image_region}"
+        )
 
 
 def plan_lambda(spec: DeploymentSpec) -> TargetPlan:
@@ -264,7 +318,15 @@ _CLOUD_RUN_MEMORY_BY_CPU = {
 }
 
 
+CLOUD_RUN_MAX_NAME = 49
+
+
 def plan_cloud_run(spec: DeploymentSpec) -> TargetPlan:
+    if len(spec.name) > CLOUD_RUN_MAX_NAME or not spec.name[0].isalpha():
+        raise InputError(
+            f"deployment_name: {spec.name!r} is not a valid Cloud Run service name; allowed: "
+            f"1-{CLOUD_RUN_MAX_NAME} lowercase letters, digits or '-', starting with a letter"
+        )
     resources = spec.resources
     if resources.gpu:
         raise InputError(
@@ -310,13 +372,27 @@ def plan_cloud_run(spec: DeploymentSpec) -> TargetPlan:
     return TargetPlan(TargetKind.GCP_CLOUD_RUN, effective, tuple(warnings))
 
 
-# Consumption-plan cpu/memory pairs: 0.25 vCPU steps with 2 GiB per vCPU, up to 4 vCPU / 8 GiB.
+# Consumption cpu/memory pairs: 0.25 vCPU steps with 2 GiB per vCPU, up to 4 vCPU / 8 GiB in a
+# workload-profiles environment (its Consumption profile); a Consumption-only environment stops
+# at 2 vCPU / 4 GiB.
 CONTAINER_APPS_SIZES = tuple((Decimal(quarter) / 4, quarter * GIB // 2) for quarter in range(1, 17))
+CONTAINER_APPS_CONSUMPTION_ONLY_LIMIT = (Decimal(2), 4 * GIB)
 CONTAINER_APPS_MAX_TIMEOUT = 240
 CONTAINER_APPS_MAX_REPLICAS = 1000
+_CONTAINER_APP_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$")
+
+
+def container_apps_memory(memory_bytes: int) -> str:
+    """Memory as Container Apps takes it: a decimal number of GiB (``1.5Gi``, never ``1536Mi``)."""
+    return f"{Decimal(memory_bytes) / GIB:f}".rstrip("0").rstrip(".") + "Gi"
 
 
 def plan_container_apps(spec: DeploymentSpec) -> TargetPlan:
+    if not _CONTAINER_APP_NAME.match(spec.name):
+        raise InputError(
+            f"deployment_name: {spec.name!r} is not a valid Azure Container Apps name; allowed: "
+            "2-32 lowercase letters, digits or '-', starting with a letter"
+        )
     resources = spec.resources
     if resources.gpu:
         raise InputError(
@@ -325,7 +401,9 @@ def plan_container_apps(spec: DeploymentSpec) -> TargetPlan:
         )
     pair = (resources.cpu_cores, resources.memory_bytes)
     if pair not in CONTAINER_APPS_SIZES:
-        allowed = ", ".join(f"{cpu}/{format_memory(mem)}" for cpu, mem in CONTAINER_APPS_SIZES)
+        allowed = ", ".join(
+            f"{cpu}/{container_apps_memory(mem)}" for cpu, mem in CONTAINER_APPS_SIZES
+        )
         raise InputError(
             f"resource_requirements: cpu {resources.cpu!r} with memory {resources.memory!r} is not "
             f"a Container Apps size; allowed cpu/memory pairs: {allowed}"
@@ -341,7 +419,7 @@ def plan_container_apps(spec: DeploymentSpec) -> TargetPlan:
     effective = replace(
         _requested(spec),
         cpu=format_cpu(resources.cpu_cores),
-        memory=format_memory(resources.memory_bytes),
+        memory=container_apps_memory(resources.memory_bytes),
         min_instances=min_instances,
         use_spot_instances=False,
         on_demand_base_instances=0,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,6 +63,9 @@ class RecordedResource:
     inputs: dict[str, Any]
     outputs: dict[str, Any] = field(default_factory=dict)
     """For custom resources the mocked provider state; for components what they registered."""
+    provider: str | None = None
+    """The provider reference (``<provider urn>::<id>``) a custom resource was registered
+    with; ``None`` for the default provider and for components."""
 
     @property
     def parent_name(self) -> str | None:
@@ -78,6 +82,7 @@ class RecordedResource:
             "custom": self.custom,
             "inputs": self.inputs,
             "outputs": self.outputs,
+            "provider": self.provider,
         }
 
 
@@ -116,46 +121,107 @@ class SynthResult:
         }
 
 
-# Outputs that real providers compute and programs read back (endpoints), keyed by type token.
-# The mock engine otherwise echoes inputs as outputs, which is what Pulumi's own mocks do.
+# Outputs that real providers compute and programs read back (endpoints, identities), keyed by
+# type token. The mock engine otherwise echoes inputs as outputs, which is what Pulumi's own
+# mocks do. The mock AWS provider is in us-east-1, account 123456789012.
 def _computed_outputs(resource_type: str, name: str, inputs: Mapping[str, Any]) -> dict[str, Any]:
-    if resource_type == "aws:lambda/functionUrl:FunctionUrl":
-        return {"functionUrl": f"https://{name}.lambda-url.mock.on.aws/"}
-    if resource_type == "gcp:cloudrunv2/service:Service":
-        return {"uri": f"https://{inputs.get('name', name)}-mock.a.run.app"}
-    if resource_type == "azure-native:app:ContainerApp":
-        configuration = dict(inputs.get("configuration") or {})
-        fqdn = f"{inputs.get('containerAppName', name)}.mock.azurecontainerapps.io"
-        configuration["ingress"] = {**(configuration.get("ingress") or {}), "fqdn": fqdn}
-        identity = dict(inputs.get("identity") or {})
-        # The API takes a list of identity ids and answers with a map of them.
-        identity["userAssignedIdentities"] = {
-            identity_id: {} for identity_id in identity.get("userAssignedIdentities") or []
-        }
-        return {"configuration": configuration, "identity": identity, "latestRevisionFqdn": fqdn}
-    if resource_type == "aws:ecr/repository:Repository":
-        return {"repositoryUrl": f"123456789012.dkr.ecr.us-east-1.amazonaws.com/{name}"}
-    if resource_type == "aws:iam/role:Role":
-        return {"arn": f"arn:aws:iam::123456789012:role/{name}"}
-    if resource_type == "gcp:container/cluster:Cluster":
-        return {"endpoint": "203.0.113.10", "masterAuth": {"clusterCaCertificate": "bW9jaw=="}}
-    if resource_type == "aws:eks/cluster:Cluster":
-        return {
-            "endpoint": f"https://{name}.mock.eks.amazonaws.com",
-            "certificateAuthority": {"data": "bW9jaw=="},
-        }
-    return {}
+    computed = _COMPUTED.get(resource_type)
+    return computed(name, inputs) if computed else {}
+
+
+def _mock_uuid(name: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"aideploy-synth/{name}"))
+
+
+def _container_app(name: str, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    configuration = dict(inputs.get("configuration") or {})
+    fqdn = f"{inputs.get('containerAppName', name)}.mock.azurecontainerapps.io"
+    configuration["ingress"] = {**(configuration.get("ingress") or {}), "fqdn": fqdn}
+    identity = dict(inputs.get("identity") or {})
+    # The API takes a list of identity ids and answers with a map of them.
+    identity["userAssignedIdentities"] = {
+        identity_id: {} for identity_id in identity.get("userAssignedIdentities") or []
+    }
+    return {"configuration": configuration, "identity": identity, "latestRevisionFqdn": fqdn}
+
+
+def _service_account(name: str, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    project = inputs.get("project") or "mock-project"
+    email = f"{inputs.get('accountId', name)}@{project}.iam.gserviceaccount.com"
+    return {"email": email, "name": f"projects/{project}/serviceAccounts/{email}"}
+
+
+_COMPUTED: dict[str, Callable[[str, Mapping[str, Any]], dict[str, Any]]] = {
+    "aws:lambda/functionUrl:FunctionUrl": lambda name, _: {
+        "functionUrl": f"https://{name}.lambda-url.mock.on.aws/"
+    },
+    "aws:lambda/function:Function": lambda _, inputs: {
+        "region": inputs.get("region") or "us-east-1"
+    },
+    "aws:cloudwatch/logGroup:LogGroup": lambda name, inputs: {
+        "arn": f"arn:aws:logs:{inputs.get('region') or 'us-east-1'}:123456789012:log-group:"
+        f"{inputs.get('name', name)}"
+    },
+    "aws:ecr/repository:Repository": lambda name, _: {
+        "repositoryUrl": f"123456789012.dkr.ecr.us-east-1.amazonaws.com/{name}"
+    },
+    "aws:iam/role:Role": lambda name, _: {"arn": f"arn:aws:iam::123456789012:role/{name}"},
+    "aws:eks/cluster:Cluster": lambda name, inputs: {
+        "name": inputs.get("name") or name,  # the engine auto-names it after the resource
+        "endpoint": f"https://{name}.mock.eks.amazonaws.com",
+        "certificateAuthority": {"data": "bW9jaw=="},
+    },
+    "gcp:cloudrunv2/service:Service": lambda name, inputs: {
+        "uri": f"https://{inputs.get('name', name)}-mock.a.run.app"
+    },
+    "gcp:serviceaccount/account:Account": _service_account,
+    "gcp:container/cluster:Cluster": lambda _, __: {
+        "endpoint": "203.0.113.10",
+        "masterAuth": {"clusterCaCertificate": "bW9jaw=="},
+    },
+    "azure-native:app:ContainerApp": _container_app,
+    "azure-native:managedidentity:UserAssignedIdentity": lambda name, _: {
+        "clientId": _mock_uuid(f"{name}/client"),
+        "principalId": _mock_uuid(f"{name}/principal"),
+    },
+    "azure-native:containerregistry:Registry": lambda name, inputs: {
+        "loginServer": f"{inputs.get('registryName', name)}.azurecr.io"
+    },
+    "azure-native:containerservice:ManagedCluster": lambda name, _: {
+        "oidcIssuerProfile": {
+            "enabled": True,
+            "issuerURL": f"https://mock.oic.prod-aks.azure.com/{_mock_uuid(name)}/",
+        },
+        "identityProfile": {"kubeletidentity": {"objectId": _mock_uuid(f"{name}/kubelet")}},
+    },
+}
 
 
 class _RecordingMocks(pulumi.runtime.Mocks):
-    def __init__(self, call_results: Mapping[str, CallResult]) -> None:
+    def __init__(
+        self,
+        call_results: Mapping[str, CallResult],
+        stack_outputs: Mapping[str, Mapping[str, Any]],
+    ) -> None:
         self._call_results = dict(call_results)
+        self._stack_outputs = dict(stack_outputs)
 
     def new_resource(
         self, args: pulumi.runtime.MockResourceArgs
     ) -> tuple[str | None, dict[str, Any]]:
+        if args.typ == "pulumi:pulumi:StackReference":
+            return args.resource_id, self._stack_reference(str(args.inputs.get("name")))
         state = {**args.inputs, **_computed_outputs(args.typ, args.name, args.inputs)}
         return f"{args.name}-id", state
+
+    def _stack_reference(self, stack: str) -> dict[str, Any]:
+        outputs = self._stack_outputs.get(stack)
+        if outputs is None:
+            known = ", ".join(sorted(self._stack_outputs)) or "none"
+            raise UnmockedCallError(
+                f"stack reference {stack!r} has no mock outputs (mocked stacks: {known})"
+            )
+        return {"name": stack, "outputs": dict(outputs), "secretOutputNames": []}
 
     def call(
         self, args: pulumi.runtime.MockCallArgs
@@ -190,7 +256,23 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
                 outputs=_whole_numbers(dict(registration.state))
                 if registration and request.custom
                 else {},
+                provider=_explicit_provider(request.provider),
             )
+        return response
+
+    def ReadResource(self, request: Any) -> Any:  # noqa: N802 - gRPC method name
+        """Reads (stack references) are recorded like registrations, with the state read."""
+        response = super().ReadResource(request)  # type: ignore[no-untyped-call]
+        registration = self.resources.get(response.urn)
+        self.recorded[response.urn] = RecordedResource(
+            type=request.type,
+            name=request.name,
+            urn=response.urn,
+            parent_urn=_parent_or_none(request.parent),
+            custom=True,
+            inputs=_whole_numbers(rpc.deserialize_properties(request.properties)),
+            outputs=_whole_numbers(dict(registration.state)) if registration else {},
+        )
         return response
 
     def RegisterResourceOutputs(self, request: Any) -> Any:  # noqa: N802 - gRPC method name
@@ -205,6 +287,7 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
                 custom=recorded.custom,
                 inputs=recorded.inputs,
                 outputs=outputs,
+                provider=recorded.provider,
             )
         return super().RegisterResourceOutputs(request)  # type: ignore[no-untyped-call]
 
@@ -224,6 +307,14 @@ def _whole_numbers(value: Any) -> Any:
     return value
 
 
+def _explicit_provider(reference: str) -> str | None:
+    """A provider reference (``<urn>::<id>``), unless it is a package's default provider."""
+    parts = reference.split("::")
+    if not reference or (len(parts) > 3 and parts[3].startswith("default")):
+        return None
+    return reference
+
+
 def _parent_or_none(parent_urn: str) -> str | None:
     """Resources parented to the stack count as top level."""
     if not parent_urn or parent_urn.split("::")[2] == "pulumi:pulumi:Stack":
@@ -237,11 +328,12 @@ def _run_on_fresh_loop(
     stack: str,
     call_results: Mapping[str, CallResult],
     config: Mapping[str, str],
+    stack_outputs: Mapping[str, Mapping[str, Any]],
 ) -> SynthResult:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        monitor = _RecordingMonitor(_RecordingMocks(call_results))
+        monitor = _RecordingMonitor(_RecordingMocks(call_results, stack_outputs))
         pulumi.runtime.set_mocks(
             monitor.mocks, project=project, stack=stack, preview=False, monitor=monitor
         )
@@ -283,6 +375,7 @@ def synthesize(
     stack: str = "synth",
     call_results: Mapping[str, CallResult] | None = None,
     config: Mapping[str, str] | None = None,
+    stack_outputs: Mapping[str, Mapping[str, Any]] | None = None,
     timeout: float = 600.0,
 ) -> SynthResult:
     """Run ``program`` under the mock engine and return every resource it registered.
@@ -290,9 +383,11 @@ def synthesize(
     ``call_results`` answers provider functions (invokes) by token; any other invoke fails the
     synthesis rather than returning made-up data. ``config`` is the stack's Pulumi config
     (``{"aideploy:program": "platform", ...}``, values as strings, objects as JSON) for programs
-    that read it; a program still running after ``timeout`` seconds fails. User errors raised by the program
-    (:class:`~aideploy.errors.AideployError`) propagate unchanged; any other failure is wrapped
-    in :class:`SynthError`.
+    that read it. ``stack_outputs`` gives the outputs of each stack a ``StackReference`` names
+    (``{"acme/platform/prod": {"kubeconfig": ...}}``); any other stack reference fails, like an
+    unmocked invoke. A program still running after ``timeout`` seconds fails. User errors raised
+    by the program (:class:`~aideploy.errors.AideployError`) propagate unchanged; any other
+    failure is wrapped in :class:`SynthError`.
     """
     outcome: list[SynthResult] = []
     failure: list[BaseException] = []
@@ -300,7 +395,14 @@ def synthesize(
     def worker() -> None:
         try:
             outcome.append(
-                _run_on_fresh_loop(program, project, stack, call_results or {}, config or {})
+                _run_on_fresh_loop(
+                    program,
+                    project,
+                    stack,
+                    call_results or {},
+                    config or {},
+                    stack_outputs or {},
+                )
             )
         except BaseException as exc:  # handed to the calling thread below
             failure.append(exc)

@@ -11,6 +11,15 @@
           model_uri: s3://models/sentiment.onnx
           deployment_type: serverless
           target: {cloud: aws, region: us-east-1}
+        - name: ranker                       # on a platform stack's EKS cluster, with a pod
+          model_id: m-456                    # identity that reads the model
+          model_uri: s3://models/ranker.onnx
+          target: {cloud: aws, region: us-east-1, cluster: acme/aideploy/platform}
+        - name: anywhere                     # the cheapest cloud that can read its copy
+          model_id: m-789
+          model_uris: {aws: s3://models/a.onnx, gcp: gs://models/a.onnx}
+          deployment_type: serverless
+          cost_optimization_policy: {multi_cloud_enabled: true}
 
 and of a platform stack::
 

@@ -4,7 +4,7 @@ under the mock engine. Each takes a typed config object and reads nothing else."
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, cast
 
 import pulumi
 
@@ -49,8 +49,40 @@ def _platform_args(cloud: PlatformCloud) -> PlatformArgs:
     return cast(PlatformArgs, values)
 
 
+def _platform_exports(component: AwsPlatform | GcpPlatform | AzurePlatform) -> dict[str, Any]:
+    """What deployments read from a platform stack: where to put images and models, the
+    cluster's kubeconfig, and the facts pod identities on it are built from."""
+    exports: dict[str, Any] = {
+        "registry_url": component.registry_url,
+        "cluster_name": component.cluster_name,
+        "kubeconfig": component.kubeconfig,
+    }
+    if isinstance(component, AzurePlatform):
+        exports |= {
+            "artifacts": component.artifact_container_url,
+            "storage_account_id": component.storage_account_id,
+            "resource_group_name": component.resource_group_name,
+            "oidc_issuer_url": component.oidc_issuer_url,
+            "registry_id": component.registry_id,
+            "container_apps_environment_id": component.container_apps_environment_id,
+        }
+    else:
+        exports["artifacts"] = component.artifact_bucket
+    if isinstance(component, GcpPlatform):
+        exports |= {
+            "project": component.project,
+            "workload_identity_pool": component.workload_identity_pool,
+        }
+    return exports
+
+
 def platform(cfg: PlatformConfig) -> dict[str, pulumi.ComponentResource]:
-    """Build each configured cloud's shared infrastructure and export what deployments need."""
+    """Build each configured cloud's shared infrastructure and export what deployments need.
+
+    Every output is exported as ``<cloud>-<region>-<key>``; a deployment's ``target.cluster``
+    naming this stack reads the entry of its target's cloud and region. A single-cloud stack also
+    exports the bare keys, for targets that name no region.
+    """
     built: dict[str, pulumi.ComponentResource] = {}
     for cloud in cfg.clouds:
         name = f"{cfg.name}-{cloud.cloud.value}-{cloud.region}"
@@ -63,17 +95,8 @@ def platform(cfg: PlatformConfig) -> dict[str, pulumi.ComponentResource]:
         else:
             component = AzurePlatform(name, args)
         built[name] = component
-        prefix = f"{cloud.cloud.value}-{cloud.region}"
-        artifacts = (
-            component.artifact_container_url
-            if isinstance(component, AzurePlatform)
-            else component.artifact_bucket
-        )
-        pulumi.export(f"{prefix}-artifacts", artifacts)
-        pulumi.export(f"{prefix}-registry_url", component.registry_url)
-        pulumi.export(f"{prefix}-cluster_name", component.cluster_name)
-        pulumi.export(f"{prefix}-kubeconfig", component.kubeconfig)
-        if len(cfg.clouds) == 1:
-            # Deployments name a platform stack as target.cluster and read this output.
-            pulumi.export("kubeconfig", component.kubeconfig)
+        for key, value in _platform_exports(component).items():
+            pulumi.export(f"{cloud.cloud.value}-{cloud.region}-{key}", value)
+            if len(cfg.clouds) == 1:
+                pulumi.export(key, value)
     return built

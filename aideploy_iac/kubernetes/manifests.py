@@ -3,14 +3,17 @@
 The component hands these dicts to ``pulumi_kubernetes`` unchanged, the tests validate them
 against the Kubernetes OpenAPI schemas and the KEDA CRDs, and ``aideploy synth`` writes them as
 YAML, so what is validated is exactly what is deployed. Values may be ``pulumi.Input``s (the
-model URI and image) where the caller passes them; everything structural is computed here.
+model URI, image, namespace, identity annotations and the usage token) where the caller passes
+them; everything structural is computed here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import pulumi
 
 from aideploy.quantity import format_cpu
 from aideploy.schema import Cloud
@@ -21,13 +24,17 @@ from aideploy_iac.runtime_contract import (
     HEALTH_READY_PATH,
     MODEL_DIR,
     SERVING_PORT,
+    USAGE_TOKEN_VARIABLE,
     runtime_environment,
+    usage_token,
 )
 
 __all__ = [
     "SPOT_NODE_LABELS",
     "KubernetesOptions",
+    "ServiceAccountSpec",
     "render_manifests",
+    "service_url",
 ]
 
 Manifest = dict[str, Any]
@@ -50,16 +57,42 @@ KEDA_HTTP_EXTERNAL_SCALER_PORT = 9090
 
 
 @dataclass(frozen=True)
+class ServiceAccountSpec:
+    """A service account the deployment creates, bound to a cloud identity that reads the model."""
+
+    name: str
+    annotations: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    """GKE ``iam.gke.io/gcp-service-account``, AKS ``azure.workload.identity/client-id``."""
+
+
+@dataclass(frozen=True)
 class KubernetesOptions:
     """Where and how the objects are placed in the cluster."""
 
-    namespace: str = "default"
+    namespace: pulumi.Input[str] = "default"
     spot_clouds: Sequence[Cloud] = field(default=(Cloud.AWS, Cloud.GCP, Cloud.AZURE))
     """Whose spot node labels to prefer; all three when the cluster's cloud is unknown."""
     keda_namespace: str = "keda"
     """Namespace of the KEDA HTTP add-on (interceptor and external scaler)."""
-    service_account_name: str | None = None
-    """Pod identity that may read the model (IRSA, GKE Workload Identity, AKS workload identity)."""
+    service_account_name: pulumi.Input[str] | None = None
+    """An existing service account whose cloud identity may read the model."""
+    service_account: ServiceAccountSpec | None = None
+    """A service account to create for the pods (wins over ``service_account_name``)."""
+    pod_labels: Mapping[str, str] = field(default_factory=dict)
+    """Extra pod labels, e.g. ``azure.workload.identity/use`` for AKS workload identity."""
+    storage_account_id: pulumi.Input[str] | None = None
+    """Blob account of an ``az://`` model (its name goes to the runtime)."""
+
+
+def _text(*parts: pulumi.Input[str]) -> pulumi.Input[str]:
+    """Concatenate; a plain string unless a part is an output (the namespace may be one)."""
+    if all(isinstance(part, str) for part in parts):
+        return "".join(str(part) for part in parts)
+    return pulumi.Output.concat(*parts)
+
+
+def _usage_secret_name(spec: DeploymentSpec) -> str:
+    return f"{spec.name}-usage"
 
 
 def _common_labels(spec: DeploymentSpec) -> dict[str, str]:
@@ -128,12 +161,22 @@ def _pod_template(
     if resources.gpu:
         limits[GPU_RESOURCE] = resources.gpu
         tolerations.append({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
-    environment = runtime_environment(spec)
+    environment = runtime_environment(spec, storage_account_id=options.storage_account_id)
+    variables: list[dict[str, Any]] = [
+        {"name": key, "value": value} for key, value in environment.items()
+    ]
+    if usage_token(spec) is not None:
+        variables.append(
+            {
+                "name": USAGE_TOKEN_VARIABLE,
+                "valueFrom": {"secretKeyRef": {"name": _usage_secret_name(spec), "key": "token"}},
+            }
+        )
     container: dict[str, Any] = {
         "name": "server",
         "image": spec.image,
         "ports": [{"name": "http", "containerPort": SERVING_PORT, "protocol": "TCP"}],
-        "env": [{"name": key, "value": value} for key, value in environment.items()],
+        "env": variables,
         "resources": {"requests": quantities, "limits": limits},
         "startupProbe": {
             # Downloading and warming up a large model can take minutes.
@@ -176,7 +219,9 @@ def _pod_template(
             }
         ],
     }
-    if options.service_account_name:
+    if options.service_account is not None:
+        pod_spec["serviceAccountName"] = options.service_account.name
+    elif options.service_account_name is not None:
         pod_spec["serviceAccountName"] = options.service_account_name
     if capacity == "spot":
         affinity, spot_tolerations = _spot_affinity(options)
@@ -186,7 +231,7 @@ def _pod_template(
         pod_spec["affinity"] = _on_demand_affinity(options)
     if tolerations:
         pod_spec["tolerations"] = tolerations
-    labels = {**_common_labels(spec), "aideploy.dev/capacity": capacity}
+    labels = {**_common_labels(spec), **options.pod_labels, "aideploy.dev/capacity": capacity}
     return {"metadata": {"labels": labels}, "spec": pod_spec}
 
 
@@ -274,9 +319,8 @@ def _http_scaled_object(
     spec: DeploymentSpec, options: KubernetesOptions, split: ReplicaSplit
 ) -> Manifest:
     hosts = [
-        f"{spec.name}.{options.namespace}.svc.cluster.local",
-        f"{spec.name}.{options.namespace}.svc",
-        f"{spec.name}.{options.namespace}",
+        _text(spec.name, ".", options.namespace, suffix)
+        for suffix in (".svc.cluster.local", ".svc", "")
     ]
     metadata = _metadata(spec, spec.name, options)
     # The ScaledObject below combines the HTTP trigger with the CPU target, so the add-on must
@@ -357,12 +401,40 @@ def uses_keda(spec: DeploymentSpec) -> bool:
     return spec.cost.hibernation_enabled and not spec.hibernated
 
 
+def _service_account(
+    spec: DeploymentSpec, options: KubernetesOptions, account: ServiceAccountSpec
+) -> Manifest:
+    metadata = _metadata(spec, account.name, options)
+    if account.annotations:
+        metadata["annotations"] = dict(account.annotations)
+    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": metadata}
+
+
+def _usage_secret(
+    spec: DeploymentSpec, options: KubernetesOptions, token: pulumi.Input[str]
+) -> Manifest:
+    """The usage token as a Secret the pods read by reference, never a plain env value."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _metadata(spec, _usage_secret_name(spec), options),
+        "type": "Opaque",
+        "stringData": {"token": token},
+    }
+
+
 def render_manifests(spec: DeploymentSpec, options: KubernetesOptions) -> dict[str, Manifest]:
-    """Every object of the deployment by role, in apply order (Services before their routes)."""
-    split = replica_split(spec)
+    """Every object of the deployment by role, in apply order (what pods need before them,
+    Services before their routes)."""
+    split = replica_split(spec.scaling, spec.cost)
     capacity = "spot" if spec.cost.use_spot_instances else "any"
     keda = uses_keda(spec)
     manifests: dict[str, Manifest] = {}
+    if options.service_account is not None:
+        manifests["service-account"] = _service_account(spec, options, options.service_account)
+    token = usage_token(spec)
+    if token is not None:
+        manifests["usage-token"] = _usage_secret(spec, options, token)
     if keda:
         manifests["service"] = _interceptor_service(spec, options)
         manifests["backend-service"] = _cluster_ip_service(spec, options, f"{spec.name}-backend")
@@ -389,7 +461,7 @@ def render_manifests(spec: DeploymentSpec, options: KubernetesOptions) -> dict[s
     return manifests
 
 
-def service_url(spec: DeploymentSpec, options: KubernetesOptions) -> str:
+def service_url(spec: DeploymentSpec, options: KubernetesOptions) -> pulumi.Input[str]:
     """The in-cluster address clients call, whether or not KEDA fronts the deployment."""
     port = KEDA_HTTP_INTERCEPTOR_PORT if uses_keda(spec) else SERVING_PORT
-    return f"http://{spec.name}.{options.namespace}.svc.cluster.local:{port}"
+    return _text("http://", spec.name, ".", options.namespace, f".svc.cluster.local:{port}")

@@ -1,4 +1,5 @@
-"""``AwsPlatform``: S3 artifact bucket, ECR registry and an EKS cluster with a spot node group."""
+"""``AwsPlatform``: S3 artifact bucket, ECR registry and an EKS cluster with a spot node group,
+KEDA and the EKS Pod Identity agent."""
 
 import json
 from typing import Any
@@ -37,7 +38,7 @@ class AwsPlatform(pulumi.ComponentResource):
     registry_url: pulumi.Output[str]
     """ECR repository URL for the serving image (Lambda runs images only from ECR)."""
     cluster_name: pulumi.Output[str]
-    """EKS cluster name."""
+    """EKS cluster name (deployments make their pod identity associations in it)."""
     kubeconfig: pulumi.Output[str]
     """Kubeconfig of the cluster (secret), authenticating with `aws eks get-token`."""
 
@@ -189,6 +190,16 @@ class AwsPlatform(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(
                 parent=self, depends_on=attachments, ignore_changes=["scalingConfig.desiredSize"]
             ),
+        )
+        # Deployments on this cluster get an IAM role per deployment through EKS Pod Identity
+        # (aideploy_iac.kubernetes.identity); the agent add-on hands pods their credentials.
+        aws.eks.Addon(
+            f"{name}-pod-identity-agent",
+            cluster_name=cluster.name,
+            addon_name="eks-pod-identity-agent",
+            region=region,
+            tags=tags,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[system_nodes]),
         )
         # Read nested fields through the typed property: Output.all hands back plain dicts.
         certificate = cluster.certificate_authority.apply(lambda authority: authority.data)

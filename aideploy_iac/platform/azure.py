@@ -6,6 +6,7 @@ import re
 
 import pulumi
 
+from aideploy_iac.access import ACR_PULL, azure_role
 from aideploy_iac.platform.args import PlatformArgs
 from aideploy_iac.platform.keda import Keda, keda_args
 from aideploy_iac.platform.kubeconfig import kubernetes_provider
@@ -27,6 +28,10 @@ class AzurePlatform(pulumi.ComponentResource):
     """Resource id of the artifact storage account (give it to Container Apps deployments)."""
     registry_url: pulumi.Output[str]
     """Azure Container Registry login server for the serving image."""
+    registry_id: pulumi.Output[str]
+    """Resource id of the registry (give it to Container Apps deployments for AcrPull)."""
+    oidc_issuer_url: pulumi.Output[str]
+    """OIDC issuer of the AKS cluster, trusted by deployments' workload identities."""
     cluster_name: pulumi.Output[str]
     """AKS cluster name."""
     container_apps_environment_id: pulumi.Output[str]
@@ -120,8 +125,26 @@ class AzurePlatform(pulumi.ComponentResource):
                 count=0,
                 opts=pulumi.ResourceOptions(parent=self, ignore_changes=["count"]),
             )
+        # The cluster pulls the serving image from the platform registry with its kubelet
+        # identity (what `az aks update --attach-acr` does).
+        azure.authorization.RoleAssignment(
+            f"{name}-cluster-registry-access",
+            principal_id=cluster.identity_profile.apply(
+                lambda profile: (profile or {})["kubeletidentity"].object_id
+            ),
+            principal_type="ServicePrincipal",
+            role_definition_id=azure_role(ACR_PULL),
+            scope=registry.id,
+            opts=child,
+        )
         environment = azure.app.ManagedEnvironment(
-            f"{name}-apps", resource_group_name=group.name, location=location, tags=tags, opts=child
+            f"{name}-apps",
+            resource_group_name=group.name,
+            location=location,
+            # Workload profiles: its Consumption profile runs apps up to 4 vCPU / 8Gi.
+            workload_profiles=[{"name": "Consumption", "workload_profile_type": "Consumption"}],
+            tags=tags,
+            opts=child,
         )
         credentials = azure.containerservice.list_managed_cluster_user_credentials_output(
             resource_group_name=group.name, resource_name=cluster.name
@@ -140,6 +163,10 @@ class AzurePlatform(pulumi.ComponentResource):
         )
         self.storage_account_id = account.id
         self.registry_url = registry.login_server
+        self.registry_id = registry.id
+        self.oidc_issuer_url = cluster.oidc_issuer_profile.apply(
+            lambda profile: profile.issuer_url if profile else ""
+        )
         self.cluster_name = cluster.name
         self.container_apps_environment_id = environment.id
         self.resource_group_name = group.name
@@ -149,6 +176,8 @@ class AzurePlatform(pulumi.ComponentResource):
                 "artifact_container_url": self.artifact_container_url,
                 "storage_account_id": self.storage_account_id,
                 "registry_url": self.registry_url,
+                "registry_id": self.registry_id,
+                "oidc_issuer_url": self.oidc_issuer_url,
                 "cluster_name": self.cluster_name,
                 "container_apps_environment_id": self.container_apps_environment_id,
                 "resource_group_name": self.resource_group_name,

@@ -10,6 +10,10 @@ from aideploy_iac.platform.kubeconfig import exec_kubeconfig, kubernetes_provide
 __all__ = ["GcpPlatform"]
 
 
+def _workload_pool(project: str) -> str:
+    return f"{project}.svc.id.goog"
+
+
 class GcpPlatform(pulumi.ComponentResource):
     """What aideploy deployments on Google Cloud share in one region."""
 
@@ -19,6 +23,10 @@ class GcpPlatform(pulumi.ComponentResource):
     """Artifact Registry Docker repository for the serving image."""
     cluster_name: pulumi.Output[str]
     """GKE cluster name."""
+    project: pulumi.Output[str]
+    """Project of the platform (deployments create their pods' Google service accounts in it)."""
+    workload_identity_pool: pulumi.Output[str]
+    """The cluster's Workload Identity pool, <project>.svc.id.goog."""
     kubeconfig: pulumi.Output[str]
     """Kubeconfig of the cluster (secret), authenticating with gke-gcloud-auth-plugin."""
 
@@ -63,7 +71,7 @@ class GcpPlatform(pulumi.ComponentResource):
             deletion_protection=False,
             min_master_version=args.get("kubernetes_version"),
             release_channel={"channel": "REGULAR"},
-            workload_identity_config={"workload_pool": f"{project}.svc.id.goog"},
+            workload_identity_config={"workload_pool": _workload_pool(project)},
             resource_labels=labels,
             opts=child,
         )
@@ -132,12 +140,16 @@ class GcpPlatform(pulumi.ComponentResource):
             registry.location, registry.project, registry.repository_id
         ).apply(lambda values: f"{values[0]}-docker.pkg.dev/{values[1]}/{values[2]}")
         self.cluster_name = cluster.name
+        self.project = pulumi.Output.from_input(project)
+        self.workload_identity_pool = pulumi.Output.from_input(_workload_pool(project))
         self.kubeconfig = pulumi.Output.secret(kubeconfig)
         self.register_outputs(
             {
                 "artifact_bucket": self.artifact_bucket,
                 "registry_url": self.registry_url,
                 "cluster_name": self.cluster_name,
+                "project": self.project,
+                "workload_identity_pool": self.workload_identity_pool,
                 "kubeconfig": self.kubeconfig,
             }
         )

@@ -19,7 +19,7 @@ from aideploy.schema import (
     ResourceRequirements,
     ScalingPolicy,
 )
-from aideploy_iac.policies import requests_per_instance
+from aideploy_iac.policies import replica_split, requests_per_instance
 from aideploy_iac.pricing.catalog import ManagedInstance, NodeType, PriceCatalog, RegionPrices
 
 __all__ = [
@@ -207,9 +207,11 @@ def _kubernetes_compute(
         if active_seconds
         else 0.0
     )
-    floor = 0 if cost.hibernation_enabled else max(1, scaling.min_instances)
-    on_demand_floor = cost.on_demand_base_instances if cost.use_spot_instances else 0
-    floor = max(floor, on_demand_floor)
+    # The replicas the deployment actually keeps: the on-demand floor plus, without
+    # hibernation, the autoscaler's minimum (at least one, an HPA cannot go to zero).
+    split = replica_split(scaling, cost)
+    floor = split.total_min
+    on_demand_floor = split.on_demand
     active_instances = min(float(scaling.max_instances), max(float(floor), demand))
     idle_hours = HOURS_PER_MONTH - usage.active_hours_per_month
     instance_hours = active_instances * usage.active_hours_per_month + floor * idle_hours

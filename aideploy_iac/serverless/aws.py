@@ -13,19 +13,26 @@ import pulumi
 
 from aideploy.errors import InputError
 from aideploy.schema import Cloud
+from aideploy_iac.access import partition_of, s3_read_statement
 from aideploy_iac.args import (
-    MODEL_URI_SCHEMES,
     DeploymentArgs,
     DeploymentSpec,
-    model_uri_parts,
+    model_location,
+    require_readable,
     resolve_spec,
 )
-from aideploy_iac.policies import TargetPlan, plan_lambda
-from aideploy_iac.runtime_contract import HEALTH_READY_PATH, SERVING_PORT, runtime_environment
+from aideploy_iac.policies import MODEL_READERS, TargetKind, TargetPlan, check_image, plan_lambda
+from aideploy_iac.runtime_contract import (
+    HEALTH_READY_PATH,
+    SERVING_PORT,
+    USAGE_TOKEN_VARIABLE,
+    runtime_environment,
+    usage_token,
+)
 
 __all__ = ["LambdaDeploymentArgs", "LambdaModelDeployment"]
 
-_ECR_IMAGE = re.compile(r"^\d{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/[^\s]+$")
+_AWS_PRINCIPAL = re.compile(r"^(\d{12}|arn:aws[a-z-]*:iam::\d{12}:(root|role/\S+|user/\S+))$")
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827)
 EPHEMERAL_STORAGE_MIB = (512, 10240)
 
@@ -39,15 +46,18 @@ class LambdaDeploymentArgs(DeploymentArgs):
     """Days the function's logs are kept (default 14; a CloudWatch retention value)."""
     ephemeral_storage_mib: NotRequired[int]
     """Size of /tmp, where the model is downloaded, 512-10240 MiB (default 2048)."""
+    invokers: NotRequired[list[pulumi.Input[str]]]
+    """AWS principals (account ids or IAM role/user ARNs) allowed to call the IAM-authenticated function URL."""
 
 
-def _check_image(image: pulumi.Input[str]) -> None:
-    if isinstance(image, str) and not _ECR_IMAGE.match(image):
-        raise InputError(
-            f"image: {image!r} is not an Amazon ECR image; AWS Lambda runs images only from ECR "
-            "(<account>.dkr.ecr.<region>.amazonaws.com/<repository>:<tag>, e.g. the platform "
-            "stack's registry)"
-        )
+def _checked_invokers(invokers: list[pulumi.Input[str]]) -> list[pulumi.Input[str]]:
+    for index, principal in enumerate(invokers):
+        if isinstance(principal, str) and not _AWS_PRINCIPAL.match(principal):
+            raise InputError(
+                f"invokers[{index}]: {principal!r} is not an AWS principal; expected an account "
+                "id (123456789012) or an IAM role or user ARN"
+            )
+    return invokers
 
 
 def _check_choice(value: int, allowed: tuple[int, ...], field: str) -> int:
@@ -60,6 +70,11 @@ def _check_choice(value: int, allowed: tuple[int, ...], field: str) -> int:
 
 def _lambda_environment(spec: DeploymentSpec) -> dict[str, Any]:
     environment = runtime_environment(spec)
+    # Lambda has no secret references; its variables are encrypted at rest and the token
+    # stays a Pulumi secret in the state.
+    token = usage_token(spec)
+    if token is not None:
+        environment[USAGE_TOKEN_VARIABLE] = token
     # Only /tmp is writable on Lambda; PORT also tells the Web Adapter where to forward.
     environment["AIDEPLOY_SERVE_MODEL_DIR"] = "/tmp/models"  # noqa: S108 - Lambda's only writable dir
     environment["AWS_LWA_PORT"] = str(SERVING_PORT)
@@ -67,28 +82,21 @@ def _lambda_environment(spec: DeploymentSpec) -> dict[str, Any]:
     return environment
 
 
-def _model_read_policy(model_uri: str, log_group_arn: str) -> str:
-    """Least privilege: read this one model object, write this function's logs."""
-    bucket, key = model_uri_parts(model_uri, MODEL_URI_SCHEMES[Cloud.AWS])
-    return json.dumps(
+def _function_policy(model_uri: str, log_group_arn: str) -> str:
+    """Least privilege: read this one model object (when it is in S3), write this function's
+    logs. The partition comes from the log group's ARN (aws, aws-cn, aws-us-gov)."""
+    statements: list[dict[str, Any]] = []
+    if model_location(model_uri).cloud is Cloud.AWS:
+        statements.append(s3_read_statement(model_uri, partition_of(log_group_arn)))
+    statements.append(
         {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Sid": "ReadModel",
-                    "Effect": "Allow",
-                    "Action": ["s3:GetObject"],
-                    "Resource": [f"arn:aws:s3:::{bucket}/{key}"],
-                },
-                {
-                    "Sid": "WriteLogs",
-                    "Effect": "Allow",
-                    "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-                    "Resource": [f"{log_group_arn}:*"],
-                },
-            ],
+            "Sid": "WriteLogs",
+            "Effect": "Allow",
+            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+            "Resource": [f"{log_group_arn}:*"],
         }
     )
+    return json.dumps({"Version": "2012-10-17", "Statement": statements})
 
 
 _ASSUME_ROLE = json.dumps(
@@ -105,11 +113,48 @@ _ASSUME_ROLE = json.dumps(
 )
 
 
+def _url_permissions(
+    name: str,
+    principal: pulumi.Input[str],
+    auth: str,
+    function: pulumi.Input[str],
+    qualifier: pulumi.Input[str] | None,
+    region: str | None,
+    opts: pulumi.ResourceOptions,
+) -> None:
+    """Invoking through a function URL needs both lambda:InvokeFunctionUrl and (for URLs
+    created since October 2025) lambda:InvokeFunction restricted to function-URL calls."""
+    import pulumi_aws as aws
+
+    aws.lambda_.Permission(
+        f"{name}-url",
+        action="lambda:InvokeFunctionUrl",
+        function=function,
+        qualifier=qualifier,
+        principal=principal,
+        function_url_auth_type=auth,
+        region=region,
+        opts=opts,
+    )
+    aws.lambda_.Permission(
+        f"{name}-invoke",
+        action="lambda:InvokeFunction",
+        function=function,
+        qualifier=qualifier,
+        principal=principal,
+        invoked_via_function_url=True,
+        region=region,
+        opts=opts,
+    )
+
+
 class LambdaModelDeployment(pulumi.ComponentResource):
     """A model served by AWS Lambda behind a function URL."""
 
     endpoint_url: pulumi.Output[str]
     """HTTPS function URL of the deployment's Open Inference Protocol endpoint."""
+    region: pulumi.Output[str]
+    """Region the function runs in (the provider's when none was given)."""
     warnings: pulumi.Output[list[str]]
     """Each requested policy AWS Lambda cannot honour, and what it does instead."""
 
@@ -129,9 +174,18 @@ class LambdaModelDeployment(pulumi.ComponentResource):
         super().__init__("aideploy:index:LambdaModelDeployment", name, None, opts)
         spec, unlabelled = resolve_spec(name, args)
         self._plan = plan_lambda(spec)
-        _check_image(spec.image)
+        region = args.get("region")
+        check_image(TargetKind.AWS_LAMBDA, spec.image, region)
         if isinstance(spec.model_uri, str):
-            model_uri_parts(spec.model_uri, MODEL_URI_SCHEMES[Cloud.AWS])
+            require_readable(
+                model_location(spec.model_uri), Cloud.AWS, MODEL_READERS[TargetKind.AWS_LAMBDA]
+            )
+        invokers = _checked_invokers(list(args.get("invokers", [])))
+        warnings = [*unlabelled, *self._plan.warnings]
+        if invokers and spec.public_endpoint:
+            warnings.append(
+                "invokers: not needed, public_endpoint lets anyone call the function URL"
+            )
         retention = _check_choice(
             args.get("log_retention_days", 14), LOG_RETENTION_DAYS, "log_retention_days"
         )
@@ -143,7 +197,6 @@ class LambdaModelDeployment(pulumi.ComponentResource):
         import pulumi_aws as aws
 
         effective = self._plan.effective
-        region = args.get("region")
         tags = {**spec.labels, "managed-by": "aideploy", "aideploy-deployment": spec.name}
         child = pulumi.ResourceOptions(parent=self)
         log_group = aws.cloudwatch.LogGroup(
@@ -159,7 +212,7 @@ class LambdaModelDeployment(pulumi.ComponentResource):
             f"{name}-model-access",
             role=role.id,
             policy=pulumi.Output.all(pulumi.Output.from_input(spec.model_uri), log_group.arn).apply(
-                lambda values: _model_read_policy(values[0], values[1])
+                lambda values: _function_policy(values[0], values[1])
             ),
             opts=child,
         )
@@ -212,16 +265,21 @@ class LambdaModelDeployment(pulumi.ComponentResource):
             opts=child,
         )
         if spec.public_endpoint:
-            aws.lambda_.Permission(
-                f"{name}-public-url",
-                action="lambda:InvokeFunctionUrl",
-                function=function.name,
-                qualifier=qualifier,
-                principal="*",
-                function_url_auth_type="NONE",
-                region=region,
-                opts=child,
-            )
+            _url_permissions(f"{name}-public", "*", auth, function.name, qualifier, region, child)
+        else:
+            for index, principal in enumerate(invokers):
+                _url_permissions(
+                    f"{name}-invoker-{index}",
+                    principal,
+                    auth,
+                    function.name,
+                    qualifier,
+                    region,
+                    child,
+                )
         self.endpoint_url = url.function_url
-        self.warnings = pulumi.Output.from_input([*unlabelled, *self._plan.warnings])
-        self.register_outputs({"endpoint_url": self.endpoint_url, "warnings": self.warnings})
+        self.region = function.region
+        self.warnings = pulumi.Output.from_input(warnings)
+        self.register_outputs(
+            {"endpoint_url": self.endpoint_url, "region": self.region, "warnings": self.warnings}
+        )

@@ -4,20 +4,35 @@
 without the Azure extra installed.
 """
 
-import re
 from typing import TYPE_CHECKING, NotRequired
 
 import pulumi
 
 from aideploy.errors import InputError
 from aideploy.schema import Cloud
-from aideploy_iac.args import MODEL_URI_SCHEMES, DeploymentArgs, model_uri_parts, resolve_spec
-from aideploy_iac.policies import TargetPlan, plan_container_apps, requests_per_instance
+from aideploy_iac.access import ACR_PULL, azure_role, grant_blob_read
+from aideploy_iac.args import (
+    DeploymentArgs,
+    ModelLocation,
+    model_location,
+    require_readable,
+    resolve_spec,
+)
+from aideploy_iac.policies import (
+    CONTAINER_APPS_CONSUMPTION_ONLY_LIMIT,
+    MODEL_READERS,
+    TargetKind,
+    TargetPlan,
+    plan_container_apps,
+    requests_per_instance,
+)
 from aideploy_iac.runtime_contract import (
     HEALTH_LIVE_PATH,
     HEALTH_READY_PATH,
     SERVING_PORT,
+    USAGE_TOKEN_VARIABLE,
     runtime_environment,
+    usage_token,
 )
 
 if TYPE_CHECKING:
@@ -26,8 +41,8 @@ if TYPE_CHECKING:
 __all__ = ["ContainerAppDeploymentArgs", "ContainerAppModelDeployment"]
 
 DEFAULT_REGION = "eastus"
-STORAGE_BLOB_DATA_READER = "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1"
-_APP_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$")
+WORKLOAD_PROFILE = "Consumption"
+USAGE_TOKEN_SECRET = "usage-token"  # noqa: S105 - the secret's name
 
 
 class ContainerAppDeploymentArgs(DeploymentArgs):
@@ -38,15 +53,11 @@ class ContainerAppDeploymentArgs(DeploymentArgs):
     resource_group_name: NotRequired[pulumi.Input[str]]
     """Resource group to create the app in (default: a new one)."""
     environment_id: NotRequired[pulumi.Input[str]]
-    """Container Apps environment to run in (default: a new consumption environment)."""
+    """Container Apps environment to run in (default: a new workload-profiles environment)."""
     model_storage_account_id: NotRequired[pulumi.Input[str]]
     """Resource id of the model's storage account; the app's identity gets read access to the container."""
-
-
-def _blob_container_scope(account_id: str, model_uri: str) -> str:
-    account_container, _ = model_uri_parts(model_uri, MODEL_URI_SCHEMES[Cloud.AZURE])
-    container = account_container.split("/", 1)[1]
-    return f"{account_id}/blobServices/default/containers/{container}"
+    registry_id: NotRequired[pulumi.Input[str]]
+    """Resource id of the Azure Container Registry holding the image; the app's identity gets AcrPull on it."""
 
 
 def _probe(kind: str, path: str, *, period: int, failures: int) -> "ContainerAppProbeArgsDict":
@@ -58,11 +69,37 @@ def _probe(kind: str, path: str, *, period: int, failures: int) -> "ContainerApp
     }
 
 
+def _checked_location(
+    model_uri: pulumi.Input[str], account_id: pulumi.Input[str] | None
+) -> ModelLocation | None:
+    """The model's location when known; an ``az://`` URI needs the account it lives in."""
+    if not isinstance(model_uri, str):
+        return None
+    location = model_location(model_uri)
+    require_readable(location, Cloud.AZURE, MODEL_READERS[TargetKind.AZURE_CONTAINER_APPS])
+    if location.cloud is Cloud.AZURE and location.account is None and account_id is None:
+        raise InputError(
+            f"model_uri: {model_uri!r} names no storage account; give model_storage_account_id "
+            "or the https://<account>.blob.core.windows.net/<container>/<blob> form"
+        )
+    return location
+
+
+def _registry_server(image: pulumi.Input[str]) -> pulumi.Input[str] | None:
+    """The registry host of an Azure Container Registry image (``<name>.azurecr.io``)."""
+    if not isinstance(image, str):
+        return pulumi.Output.concat(image).apply(lambda value: value.split("/", 1)[0])
+    host = image.split("/", 1)[0]
+    return host if host.endswith(".azurecr.io") else None
+
+
 class ContainerAppModelDeployment(pulumi.ComponentResource):
     """A model served by Azure Container Apps with an HTTP scale rule and scale-to-zero."""
 
     endpoint_url: pulumi.Output[str]
     """HTTPS URL of the deployment's Open Inference Protocol endpoint."""
+    region: pulumi.Output[str]
+    """Azure location of the app."""
     warnings: pulumi.Output[list[str]]
     """Each requested policy Container Apps cannot honour, and what it does instead."""
 
@@ -82,33 +119,46 @@ class ContainerAppModelDeployment(pulumi.ComponentResource):
         super().__init__("aideploy:index:ContainerAppModelDeployment", name, None, opts)
         spec, unlabelled = resolve_spec(name, args)
         self._plan = plan_container_apps(spec)
-        if not _APP_NAME.match(spec.name):
-            raise InputError(
-                f"deployment_name: {spec.name!r} is not a valid Azure Container Apps name; allowed: "
-                "2-32 lowercase letters, digits or '-', starting with a letter"
-            )
-        if isinstance(spec.model_uri, str):
-            model_uri_parts(spec.model_uri, MODEL_URI_SCHEMES[Cloud.AZURE])
+        account_id = args.get("model_storage_account_id")
+        location = _checked_location(spec.model_uri, account_id)
         warnings = [*unlabelled, *self._plan.warnings]
+        region = args.get("region")
+        if region is None:
+            region = DEFAULT_REGION
+            warnings.append(
+                f"target.region: not given; the app and its resources go to {DEFAULT_REGION}"
+            )
+        environment_id = args.get("environment_id")
+        cpu_limit, memory_limit = CONTAINER_APPS_CONSUMPTION_ONLY_LIMIT
+        if environment_id is not None and (
+            spec.resources.cpu_cores > cpu_limit or spec.resources.memory_bytes > memory_limit
+        ):
+            warnings.append(
+                f"resource_requirements: cpu {spec.resources.cpu} / memory "
+                f"{spec.resources.memory} needs a workload-profiles environment (its Consumption "
+                "profile); a Consumption-only environment_id rejects sizes above 2 vCPU / 4Gi"
+            )
 
         import pulumi_azure_native as azure
 
         effective = self._plan.effective
-        location = args.get("region", DEFAULT_REGION)
         tags = {**spec.labels, "managed-by": "aideploy", "aideploy-deployment": spec.name}
         child = pulumi.ResourceOptions(parent=self)
         group_name = args.get("resource_group_name")
         if group_name is None:
             group = azure.resources.ResourceGroup(
-                f"{name}-group", location=location, tags=tags, opts=child
+                f"{name}-group", location=region, tags=tags, opts=child
             )
             group_name = group.name
-        environment_id = args.get("environment_id")
         if environment_id is None:
             environment = azure.app.ManagedEnvironment(
                 f"{name}-environment",
                 resource_group_name=group_name,
-                location=location,
+                location=region,
+                # A workload-profiles environment: its Consumption profile runs up to 4 vCPU / 8Gi.
+                workload_profiles=[
+                    {"name": WORKLOAD_PROFILE, "workload_profile_type": WORKLOAD_PROFILE}
+                ],
                 tags=tags,
                 opts=child,
             )
@@ -116,34 +166,58 @@ class ContainerAppModelDeployment(pulumi.ComponentResource):
         identity = azure.managedidentity.UserAssignedIdentity(
             f"{name}-identity",
             resource_group_name=group_name,
-            location=location,
+            location=region,
             tags=tags,
             opts=child,
         )
-        account_id = args.get("model_storage_account_id")
-        if account_id is not None:
-            azure.authorization.RoleAssignment(
-                f"{name}-model-access",
-                principal_id=identity.principal_id,
-                principal_type="ServicePrincipal",
-                role_definition_id=(
-                    f"/providers/Microsoft.Authorization/roleDefinitions/{STORAGE_BLOB_DATA_READER}"
-                ),
-                scope=pulumi.Output.all(account_id, spec.model_uri).apply(
-                    lambda values: _blob_container_scope(values[0], values[1])
-                ),
-                opts=child,
+        grants: list[pulumi.Resource] = []
+        needs_grant = location is None or not location.public  # a public URL needs none
+        if needs_grant and account_id is not None:
+            grants.append(
+                grant_blob_read(
+                    f"{name}-model-access", identity.principal_id, account_id, spec.model_uri, child
+                )
             )
-        else:
+        elif needs_grant:
             warnings.append(
                 "model_storage_account_id: not given, so the app's identity was granted no read "
                 "access to the model; grant it 'Storage Blob Data Reader' on the model's container"
             )
+        registries: list[azure.app.RegistryCredentialsArgsDict] = []
+        server = _registry_server(spec.image)
+        registry_id = args.get("registry_id")
+        if server is not None:
+            registries.append({"server": server, "identity": identity.id})
+            if registry_id is not None:
+                grants.append(
+                    azure.authorization.RoleAssignment(
+                        f"{name}-registry-access",
+                        principal_id=identity.principal_id,
+                        principal_type="ServicePrincipal",
+                        role_definition_id=azure_role(ACR_PULL),
+                        scope=registry_id,
+                        opts=child,
+                    )
+                )
+            else:
+                warnings.append(
+                    "registry_id: not given, so the app's identity was granted no AcrPull on "
+                    f"{spec.image}'s registry; give the registry's resource id (the platform "
+                    "exports it) or grant AcrPull yourself"
+                )
         environment_variables: list[azure.app.EnvironmentVarArgsDict] = [
-            {"name": key, "value": value} for key, value in runtime_environment(spec).items()
+            {"name": key, "value": value}
+            for key, value in runtime_environment(spec, storage_account_id=account_id).items()
         ]
         # DefaultAzureCredential in the runtime picks the user-assigned identity by client id.
         environment_variables.append({"name": "AZURE_CLIENT_ID", "value": identity.client_id})
+        secrets: list[azure.app.SecretArgsDict] = []
+        token = usage_token(spec)
+        if token is not None:
+            secrets.append({"name": USAGE_TOKEN_SECRET, "value": token})
+            environment_variables.append(
+                {"name": USAGE_TOKEN_VARIABLE, "secret_ref": USAGE_TOKEN_SECRET}
+            )
         identity_config: azure.app.ManagedServiceIdentityArgsDict = {
             "type": "UserAssigned",
             "user_assigned_identities": [identity.id],
@@ -157,6 +231,8 @@ class ContainerAppModelDeployment(pulumi.ComponentResource):
                 "transport": "auto",
                 "allow_insecure": False,
             },
+            "registries": registries,
+            "secrets": secrets,
         }
         template: azure.app.TemplateArgsDict = {
             "containers": [
@@ -207,13 +283,14 @@ class ContainerAppModelDeployment(pulumi.ComponentResource):
             f"{name}-app",
             container_app_name=spec.name,
             resource_group_name=group_name,
-            location=location,
+            location=region,
             managed_environment_id=environment_id,
             identity=identity_config,
             configuration=configuration,
             template=template,
             tags=tags,
-            opts=child,
+            # The first revision pulls the image and reads the model with these grants.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=grants),
         )
         self.endpoint_url = app.configuration.apply(
             lambda configuration: (
@@ -222,5 +299,8 @@ class ContainerAppModelDeployment(pulumi.ComponentResource):
                 else ""
             )
         )
+        self.region = pulumi.Output.from_input(region)
         self.warnings = pulumi.Output.from_input(warnings)
-        self.register_outputs({"endpoint_url": self.endpoint_url, "warnings": self.warnings})
+        self.register_outputs(
+            {"endpoint_url": self.endpoint_url, "region": self.region, "warnings": self.warnings}
+        )

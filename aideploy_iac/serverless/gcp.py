@@ -5,27 +5,43 @@ the GCP extra installed.
 """
 
 import re
-from typing import TYPE_CHECKING, NotRequired
+from typing import NotRequired
 
 import pulumi
 
+from aideploy.errors import InputError
 from aideploy.quantity import format_cpu
 from aideploy.schema import Cloud
-from aideploy_iac.args import MODEL_URI_SCHEMES, DeploymentArgs, model_uri_parts, resolve_spec
-from aideploy_iac.policies import TargetPlan, plan_cloud_run, requests_per_instance
+from aideploy_iac.access import gcp_service_account_id, grant_gcs_object_read
+from aideploy_iac.args import (
+    DeploymentArgs,
+    gcp_labels,
+    model_location,
+    require_readable,
+    resolve_spec,
+)
+from aideploy_iac.policies import (
+    MODEL_READERS,
+    TargetKind,
+    TargetPlan,
+    plan_cloud_run,
+    requests_per_instance,
+)
 from aideploy_iac.runtime_contract import (
     HEALTH_LIVE_PATH,
     HEALTH_READY_PATH,
     SERVING_PORT,
+    USAGE_TOKEN_VARIABLE,
     runtime_environment,
+    usage_token,
 )
-
-if TYPE_CHECKING:
-    from pulumi_gcp.storage import BucketIAMMemberConditionArgsDict
 
 __all__ = ["CloudRunDeploymentArgs", "CloudRunModelDeployment"]
 
 DEFAULT_REGION = "us-central1"
+_IAM_MEMBER = re.compile(
+    r"^(allUsers|allAuthenticatedUsers|(user|serviceAccount|group|domain):\S+|principal(Set)?://\S+)$"
+)
 
 
 class CloudRunDeploymentArgs(DeploymentArgs):
@@ -33,23 +49,20 @@ class CloudRunDeploymentArgs(DeploymentArgs):
 
     region: NotRequired[str]
     """Cloud Run location (default us-central1)."""
-    project: NotRequired[str]
+    project: NotRequired[pulumi.Input[str]]
     """Google Cloud project (default: the GCP provider's project)."""
+    invokers: NotRequired[list[pulumi.Input[str]]]
+    """IAM members allowed to call the private service, e.g. serviceAccount:api@acme.iam.gserviceaccount.com."""
 
 
-def _service_account_id(name: str) -> str:
-    """A service-account id (6-30 characters, letter first) derived from the deployment name."""
-    account = re.sub(r"-+$", "", f"aideploy-{name}"[:30])
-    return account if len(account) >= 6 else f"{account}-model"
-
-
-def _object_condition(model_uri: str) -> "BucketIAMMemberConditionArgsDict":
-    bucket, key = model_uri_parts(model_uri, MODEL_URI_SCHEMES[Cloud.GCP])
-    return {
-        "title": "aideploy-model-object",
-        "description": "Read only the deployment's model artifact.",
-        "expression": f'resource.name == "projects/_/buckets/{bucket}/objects/{key}"',
-    }
+def _checked_invokers(invokers: list[pulumi.Input[str]]) -> list[pulumi.Input[str]]:
+    for index, member in enumerate(invokers):
+        if isinstance(member, str) and not _IAM_MEMBER.match(member):
+            raise InputError(
+                f"invokers[{index}]: {member!r} is not an IAM member; expected e.g. "
+                "serviceAccount:<email>, user:<email>, group:<email> or domain:<domain>"
+            )
+    return invokers
 
 
 class CloudRunModelDeployment(pulumi.ComponentResource):
@@ -57,6 +70,8 @@ class CloudRunModelDeployment(pulumi.ComponentResource):
 
     endpoint_url: pulumi.Output[str]
     """HTTPS URL of the deployment's Open Inference Protocol endpoint."""
+    region: pulumi.Output[str]
+    """Cloud Run location of the service."""
     warnings: pulumi.Output[list[str]]
     """Each requested policy Cloud Run cannot honour, and what it does instead."""
 
@@ -76,38 +91,48 @@ class CloudRunModelDeployment(pulumi.ComponentResource):
         super().__init__("aideploy:index:CloudRunModelDeployment", name, None, opts)
         spec, unlabelled = resolve_spec(name, args)
         self._plan = plan_cloud_run(spec)
+        location = None
         if isinstance(spec.model_uri, str):
-            model_uri_parts(spec.model_uri, MODEL_URI_SCHEMES[Cloud.GCP])
+            location = model_location(spec.model_uri)
+            require_readable(location, Cloud.GCP, MODEL_READERS[TargetKind.GCP_CLOUD_RUN])
+        invokers = _checked_invokers(list(args.get("invokers", [])))
+        labels, label_notes = gcp_labels(spec.labels)
+        warnings = [*unlabelled, *label_notes, *self._plan.warnings]
+        region = args.get("region")
+        if region is None:
+            region = DEFAULT_REGION
+            warnings.append(f"target.region: not given; Cloud Run runs it in {DEFAULT_REGION}")
+        if invokers and spec.public_endpoint:
+            warnings.append("invokers: not needed, public_endpoint lets anyone call the service")
 
         import pulumi_gcp as gcp
 
         effective = self._plan.effective
-        region = args.get("region", DEFAULT_REGION)
         project = args.get("project")
-        labels = {**spec.labels, "managed-by": "aideploy", "aideploy-deployment": spec.name}
+        labels |= {"managed-by": "aideploy", "aideploy-deployment": spec.name}
         child = pulumi.ResourceOptions(parent=self)
         identity = gcp.serviceaccount.Account(
             f"{name}-identity",
-            account_id=_service_account_id(spec.name),
+            account_id=gcp_service_account_id(spec.name),
             display_name=f"aideploy deployment {spec.name}",
             project=project,
             opts=child,
         )
-        model_uri = pulumi.Output.from_input(spec.model_uri)
-        gcp.storage.BucketIAMMember(
-            f"{name}-model-access",
-            bucket=model_uri.apply(
-                lambda uri: model_uri_parts(uri, MODEL_URI_SCHEMES[Cloud.GCP])[0]
-            ),
-            role="roles/storage.objectViewer",
-            member=identity.email.apply(lambda email: f"serviceAccount:{email}"),
-            condition=model_uri.apply(_object_condition),
-            opts=child,
-        )
+        if location is None or not location.public:
+            grant_gcs_object_read(
+                f"{name}-model-access",
+                spec.model_uri,
+                pulumi.Output.concat("serviceAccount:", identity.email),
+                child,
+            )
         # Cloud Run sets PORT itself and rejects it as a user variable.
         environment = {
             key: value for key, value in runtime_environment(spec).items() if key != "PORT"
         }
+        # The token stays a Pulumi secret in the state; Cloud Run keeps variables server-side.
+        token = usage_token(spec)
+        if token is not None:
+            environment[USAGE_TOKEN_VARIABLE] = token
         scaling: gcp.cloudrunv2.ServiceScalingArgsDict = (
             {"scaling_mode": "MANUAL", "manual_instance_count": 0}
             if spec.hibernated
@@ -161,16 +186,24 @@ class CloudRunModelDeployment(pulumi.ComponentResource):
             },
             opts=child,
         )
-        if spec.public_endpoint:
+        members: list[tuple[str, pulumi.Input[str]]] = (
+            [("public-invoker", "allUsers")]
+            if spec.public_endpoint
+            else [(f"invoker-{index}", member) for index, member in enumerate(invokers)]
+        )
+        for role, member in members:
             gcp.cloudrunv2.ServiceIamMember(
-                f"{name}-public-invoker",
+                f"{name}-{role}",
                 name=service.name,
                 location=region,
                 project=service.project,
                 role="roles/run.invoker",
-                member="allUsers",
+                member=member,
                 opts=child,
             )
         self.endpoint_url = service.uri
-        self.warnings = pulumi.Output.from_input([*unlabelled, *self._plan.warnings])
-        self.register_outputs({"endpoint_url": self.endpoint_url, "warnings": self.warnings})
+        self.region = pulumi.Output.from_input(region)
+        self.warnings = pulumi.Output.from_input(warnings)
+        self.register_outputs(
+            {"endpoint_url": self.endpoint_url, "region": self.region, "warnings": self.warnings}
+        )

@@ -6,7 +6,7 @@ Web Adapter. One instance is kept warm with provisioned concurrency.
 
 import pulumi
 
-from aideploy_iac import Cloud, DeploymentType, ModelDeployment
+from aideploy_iac import DeploymentType, ModelDeployment, TargetCloud
 
 config = pulumi.Config()
 
@@ -17,7 +17,7 @@ classifier = ModelDeployment(
         "image": config.get("image")
         or "123456789012.dkr.ecr.us-east-1.amazonaws.com/aideploy-serving:1.0",
         "deployment_type": DeploymentType.SERVERLESS,
-        "target": {"cloud": Cloud.AWS, "region": "us-east-1"},
+        "target": {"cloud": TargetCloud.AWS, "region": "us-east-1"},
         "resource_requirements": {"memory": "3538Mi", "timeout": 60},
         "scaling_policy": {"min_instances": 1, "max_instances": 50},
         "log_retention_days": 30,

@@ -2,7 +2,7 @@
 
 import pulumi
 
-from aideploy_iac import Cloud, DeploymentType, ModelDeployment
+from aideploy_iac import DeploymentType, ModelDeployment, TargetCloud
 
 config = pulumi.Config()
 
@@ -13,7 +13,7 @@ embedder = ModelDeployment(
         "image": config.get("image")
         or "europe-west4-docker.pkg.dev/acme/aideploy-images/aideploy-serving:1.0",
         "deployment_type": DeploymentType.SERVERLESS,
-        "target": {"cloud": Cloud.GCP, "region": "europe-west4"},
+        "target": {"cloud": TargetCloud.GCP, "region": "europe-west4"},
         "resource_requirements": {"cpu": "2", "memory": "4Gi", "timeout": 120},
         "scaling_policy": {"min_instances": 0, "max_instances": 20},
         "cost_optimization_policy": {"hibernation_enabled": True},

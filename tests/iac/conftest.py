@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
@@ -17,6 +17,22 @@ MODEL_URIS = {
 }
 ECR_IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/aideploy-serving:1.0"
 IMAGE = "ghcr.io/acme/aideploy-serving:1.0"
+STORAGE_ACCOUNT_ID = (
+    "/subscriptions/s/resourceGroups/g/providers/Microsoft.Storage/storageAccounts/acmemodels"
+)
+PLATFORM_STACK = "acme/platform/prod"
+PLATFORM_OUTPUTS: dict[str, str] = {
+    "aws-us-east-1-kubeconfig": "apiVersion: v1\nkind: Config\n",
+    "aws-us-east-1-cluster_name": "aideploy-eks",
+    "gcp-europe-west4-kubeconfig": "apiVersion: v1\nkind: Config\n",
+    "gcp-europe-west4-project": "acme-ml",
+    "gcp-europe-west4-workload_identity_pool": "acme-ml.svc.id.goog",
+    "azure-westeurope-kubeconfig": "apiVersion: v1\nkind: Config\n",
+    "azure-westeurope-oidc_issuer_url": "https://westeurope.oic.prod-aks.azure.com/t/i/",
+    "azure-westeurope-resource_group_name": "aideploy-platform",
+    "azure-westeurope-storage_account_id": STORAGE_ACCOUNT_ID,
+}
+"""What ``stacks/programs.py`` exports for a three-cloud platform stack (the keys pods need)."""
 
 Synth = Callable[..., SynthResult]
 
@@ -38,10 +54,14 @@ def deployment_args(cloud: str | None = None, **overrides: Any) -> dict[str, Any
 def synth_deployment() -> Synth:
     """Synthesize one ModelDeployment named ``name`` with ``args``; returns the graph."""
 
-    def run(args: dict[str, Any], name: str = "sentiment") -> SynthResult:
+    def run(
+        args: dict[str, Any],
+        name: str = "sentiment",
+        stack_outputs: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> SynthResult:
         def program() -> None:
             ModelDeployment(name, args)  # type: ignore[arg-type]
 
-        return synthesize(program, stack="test")
+        return synthesize(program, stack="test", stack_outputs=stack_outputs)
 
     return run

@@ -81,7 +81,7 @@ def test_json_output_is_the_full_graph(runner: CliRunner, tmp_path: Path) -> Non
     [
         (
             {**DOCUMENT, "image": "x", "scaling_policy": {"min_instances": 4, "max_instances": 2}},
-            "scaling_policy: min_instances (4) must be <= max_instances (2)",
+            "scaling_policy.min_instances: must be <= max_instances (2), got 4",
         ),
         (
             {
@@ -114,3 +114,23 @@ def test_unreadable_files_exit_2(runner: CliRunner, tmp_path: Path) -> None:
     result = runner.invoke(app, ["synth", str(broken)])
     assert result.exit_code == 2
     assert "not valid JSON" in result.output
+
+
+def test_secrets_never_reach_the_output(runner: CliRunner, tmp_path: Path) -> None:
+    """The usage token is a Pulumi secret: the graph and the written Secret show a placeholder."""
+    document = {
+        **DOCUMENT,
+        "image": "ghcr.io/a/serve:1",
+        "usage_url": "https://api.example.com/deployments/d/usage",
+        "usage_token": "dpl_do_not_print",
+    }
+    path = _write(tmp_path, "usage.yaml", document)
+    out = tmp_path / "manifests"
+    for extra in ([], ["--json"]):
+        result = runner.invoke(app, ["synth", str(path), "--output", str(out), *extra])
+        assert result.exit_code == 0, result.output
+        assert "dpl_do_not_print" not in result.output
+        assert ("[secret]" in result.output) is bool(extra), "the JSON graph shows where it was"
+    secret = yaml.safe_load((out / "sentiment-kubernetes-usage-token.yaml").read_text())
+    assert (secret["kind"], secret["stringData"]) == ("Secret", "[secret]")
+    assert not any("dpl_do_not_print" in file.read_text() for file in out.glob("*.yaml"))

@@ -1,5 +1,6 @@
 """The rendered Kubernetes objects: valid against the Kubernetes OpenAPI schemas and the KEDA
-CRDs, and shaped the way each policy combination requires."""
+CRDs (with unknown fields refused, so a typo fails), and shaped the way each policy combination
+requires."""
 
 from __future__ import annotations
 
@@ -19,12 +20,25 @@ from aideploy_iac.args import DeploymentSpec, resolve_spec
 from aideploy_iac.kubernetes.manifests import (
     SPOT_NODE_LABELS,
     KubernetesOptions,
+    ServiceAccountSpec,
     render_manifests,
     service_url,
 )
+from aideploy_iac.platform.keda import (
+    DEFAULT_HTTP_ADD_ON_CHART_VERSION,
+    HTTP_ADD_ON_CRD_COMMIT,
+    MIN_HTTP_ADD_ON_CHART_VERSION,
+)
 
 KUBERNETES_VERSION = "1.33"
-CORE_KINDS = {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"}
+CORE_KINDS = {
+    "Deployment",
+    "Service",
+    "HorizontalPodAutoscaler",
+    "PodDisruptionBudget",
+    "ServiceAccount",
+    "Secret",
+}
 CRD_FILES = {
     ("keda.sh", "ScaledObject"): "keda.sh_scaledobjects.yaml",
     ("http.keda.sh", "HTTPScaledObject"): "http.keda.sh_httpscaledobjects.yaml",
@@ -42,12 +56,33 @@ def crd_schema_dir() -> Path:
     return directory
 
 
+def _closed(schema: Any) -> Any:
+    """The schema with unknown fields refused wherever it lists an object's fields.
+
+    An API server prunes unknown fields of a structural CRD without complaint, so a misspelt
+    field would silently do nothing; validating closed objects makes the typo fail here.
+    Objects marked ``x-kubernetes-preserve-unknown-fields`` or typed as maps stay open.
+    """
+    if isinstance(schema, list):
+        return [_closed(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    closed = {key: _closed(value) for key, value in schema.items()}
+    if (
+        "properties" in schema
+        and "additionalProperties" not in schema
+        and not schema.get("x-kubernetes-preserve-unknown-fields")
+    ):
+        closed["additionalProperties"] = False
+    return closed
+
+
 @cache
 def _crd_validator(directory: Path, file_name: str, version: str) -> jsonschema.protocols.Validator:
     crd = yaml.safe_load((directory / file_name).read_text(encoding="utf-8"))
     for served in crd["spec"]["versions"]:
         if served["name"] == version:
-            schema = served["schema"]["openAPIV3Schema"]
+            schema = _closed(served["schema"]["openAPIV3Schema"])
             validator_class = jsonschema.validators.validator_for(
                 schema, default=jsonschema.Draft7Validator
             )
@@ -68,7 +103,7 @@ def validate(manifest: dict[str, Any]) -> None:
 
 def spec_of(**args: Any) -> DeploymentSpec:
     base: dict[str, Any] = {"model_uri": "s3://models/m.onnx", "image": "ghcr.io/acme/serve:1"}
-    spec, _ = resolve_spec("sentiment", {**base, **args})  # type: ignore[typeddict-item]
+    spec, _ = resolve_spec("sentiment", {**base, **args})
     return spec
 
 
@@ -234,6 +269,108 @@ def test_unknown_cluster_prefers_every_clouds_spot_label() -> None:
     assert {term["preference"]["matchExpressions"][0]["key"] for term in preferred} == {
         label for label, _, _ in SPOT_NODE_LABELS.values()
     }
+
+
+@pytest.mark.parametrize("cloud", [Cloud.AWS, Cloud.GCP, Cloud.AZURE])
+def test_identity_and_option_variants_render_valid_objects(cloud: Cloud) -> None:
+    """A single cloud's spot labels, a created service account with its identity annotation and
+    pod label, a custom namespace for KEDA: all still valid."""
+    spec = spec_of(
+        model_uri="az://models/m.onnx",
+        cost_optimization_policy={
+            "use_spot_instances": True,
+            "on_demand_base_instances": 1,
+            "hibernation_enabled": True,
+        },
+    )
+    options = KubernetesOptions(
+        namespace="ml",
+        spot_clouds=[cloud],
+        keda_namespace="autoscaling",
+        service_account=ServiceAccountSpec(
+            "sentiment",
+            {"azure.workload.identity/client-id": "00000000-0000-0000-0000-000000000000"},
+        ),
+        pod_labels={"azure.workload.identity/use": "true"},
+        storage_account_id="/subscriptions/s/resourceGroups/g/providers/Microsoft.Storage/storageAccounts/acme",
+    )
+    manifests = render_manifests(spec, options)
+    assert next(iter(manifests)) == "service-account", "created before the pods that use it"
+    for manifest in manifests.values():
+        validate(manifest)
+    pod = manifests["deployment"]["spec"]["template"]
+    assert pod["spec"]["serviceAccountName"] == "sentiment"
+    assert pod["metadata"]["labels"]["azure.workload.identity/use"] == "true"
+    environment = {item["name"]: item["value"] for item in pod["spec"]["containers"][0]["env"]}
+    assert environment["AIDEPLOY_SERVE_MODEL_URI"] == "az://models/m.onnx"
+    assert environment["AZURE_STORAGE_ACCOUNT_NAME"] == "acme"
+    push = manifests["scaled-object"]["spec"]["triggers"][0]["metadata"]
+    assert push["scalerAddress"] == "keda-add-ons-http-external-scaler.autoscaling:9090"
+
+
+def test_the_usage_token_is_a_secret_the_pods_reference() -> None:
+    spec = spec_of(usage_url="https://api.example.com/deployments/d/usage", usage_token="dpl_x")
+    manifests = render_manifests(spec, KubernetesOptions())
+    assert list(manifests)[:2] == ["usage-token", "service"]
+    secret = manifests["usage-token"]
+    assert (secret["kind"], secret["type"], secret["metadata"]["name"]) == (
+        "Secret",
+        "Opaque",
+        "sentiment-usage",
+    )
+    environment = manifests["deployment"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    by_name = {item["name"]: item for item in environment}
+    assert by_name["AIDEPLOY_SERVE_USAGE_TOKEN"] == {
+        "name": "AIDEPLOY_SERVE_USAGE_TOKEN",
+        "valueFrom": {"secretKeyRef": {"name": "sentiment-usage", "key": "token"}},
+    }
+    assert (
+        by_name["AIDEPLOY_SERVE_USAGE_URL"]["value"]
+        == "https://api.example.com/deployments/d/usage"
+    )
+
+
+def test_the_http_add_on_chart_ships_the_crd_the_objects_are_validated_against() -> None:
+    """The platform installs the chart whose HTTPScaledObject CRD is the one in SOURCES.md, and
+    no older than the first version with the fields the objects use."""
+    sources = (crd_schema_dir() / "SOURCES.md").read_text(encoding="utf-8")
+    [row] = [line for line in sources.splitlines() if "http.keda.sh_httpscaledobjects.yaml" in line]
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[1] == "kedacore/http-add-on"
+    assert cells[3].split()[0] == HTTP_ADD_ON_CRD_COMMIT, (
+        "the CRD changed: check which keda-add-ons-http chart ships it and update "
+        "DEFAULT_HTTP_ADD_ON_CHART_VERSION and HTTP_ADD_ON_CRD_COMMIT together"
+    )
+    version = tuple(int(part) for part in DEFAULT_HTTP_ADD_ON_CHART_VERSION.split("."))
+    assert version >= MIN_HTTP_ADD_ON_CHART_VERSION
+    manifests = render_manifests(
+        spec_of(cost_optimization_policy={"hibernation_enabled": True}), KubernetesOptions()
+    )
+    assert "timeouts" in manifests["http-scaled-object"]["spec"], "why 0.11.0 is the minimum"
+
+
+@pytest.mark.parametrize(
+    ("role", "path", "typo"),
+    [
+        ("scaled-object", ("spec",), "cooldownPeriodd"),
+        ("scaled-object", ("spec", "advanced"), "horizontalPodAutoscalerConfigg"),
+        ("http-scaled-object", ("spec",), "scaleDownPeriod"),
+        ("http-scaled-object", ("spec", "scaleTargetRef"), "servce"),
+    ],
+)
+def test_a_misspelt_crd_field_fails_validation(role: str, path: tuple[str, ...], typo: str) -> None:
+    """The API server would prune the typo silently; the closed schema refuses it."""
+    manifests = render_manifests(
+        spec_of(cost_optimization_policy={"hibernation_enabled": True}), KubernetesOptions()
+    )
+    manifest = manifests[role]
+    validate(manifest)
+    node = manifest
+    for key in path:
+        node = node[key]
+    node[typo] = 1
+    with pytest.raises(AssertionError, match=typo):
+        validate(manifest)
 
 
 def test_a_broken_manifest_fails_validation() -> None:

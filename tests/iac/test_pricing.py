@@ -19,6 +19,7 @@ from aideploy.schema import (
 )
 from aideploy_iac.args import resolve_spec
 from aideploy_iac.placement import choose_placement
+from aideploy_iac.policies import replica_split
 from aideploy_iac.pricing import (
     HOURS_PER_MONTH,
     CatalogError,
@@ -109,6 +110,26 @@ def test_kubernetes_estimate_by_hand() -> None:
     assert node_for(prices, resources, spot=False)[1] == pytest.approx(0.0425)
 
 
+def test_kubernetes_estimate_prices_the_replicas_actually_deployed() -> None:
+    """With spot and an on-demand floor of 1 and min_instances 1, the deployment runs the
+    on-demand replica plus one autoscaled spot replica (an HPA cannot go to zero): 2, not 1."""
+    catalog = load_catalog()
+    scaling = ScalingPolicy(min_instances=1, max_instances=4)
+    cost = CostOptimizationPolicy(use_spot_instances=True, on_demand_base_instances=1)
+    assert replica_split(scaling, cost).total_min == 2
+    estimate = estimate_monthly_cost(
+        catalog,
+        cloud=Cloud.AWS,
+        region="us-east-1",
+        deployment_type=DeploymentType.KUBERNETES,
+        resources=ResourceRequirements(cpu="1", memory="2Gi"),
+        scaling=scaling,
+        cost=cost,
+        usage=UsageProfile(requests_per_month=0),
+    )
+    assert estimate.compute == pytest.approx(0.5 * (0.085 + 0.034) * HOURS_PER_MONTH, abs=0.01)
+
+
 def test_lambda_estimate_by_hand() -> None:
     catalog = load_catalog()
     estimate = estimate_monthly_cost(
@@ -169,14 +190,21 @@ def test_placement_ranks_every_feasible_place() -> None:
         "ranker",
         {
             "model_uri": "s3://m/model.onnx",
-            "image": "i",
+            "image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/serve:1",
             "resource_requirements": {"cpu": "2", "memory": "4Gi"},
         },
     )
-    decision = choose_placement(load_catalog(), spec, DeploymentType.KUBERNETES)
+    catalog = load_catalog()
+    every_cluster = {f"{cloud.value}/{region}": "context" for cloud, region in catalog.places()}
+    anywhere = {Cloud.GCP: "gs://m/model.onnx", Cloud.AZURE: "az://m/model.onnx"}
+    decision = choose_placement(
+        catalog, spec, DeploymentType.KUBERNETES, model_uris=anywhere, clusters=every_cluster
+    )
     assert decision.runner_up is not None
     assert decision.choice.total <= decision.runner_up.total
     assert decision.rejected == ()
+    only_aws = choose_placement(catalog, spec, DeploymentType.KUBERNETES, clusters=every_cluster)
+    assert only_aws.choice.cloud is Cloud.AWS, "pods elsewhere could not read the s3:// model"
     serverless = choose_placement(load_catalog(), spec, DeploymentType.SERVERLESS)
     assert serverless.choice.cloud is Cloud.AWS, "an s3:// model is readable only from Lambda"
     assert any(reason.startswith("gcp/") and "gs://" in reason for reason in serverless.rejected)

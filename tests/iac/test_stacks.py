@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from aideploy.errors import InputError
+from aideploy_iac.platform.keda import DEFAULT_KEDA_CHART_VERSION
 from aideploy_iac.synth import SynthResult, synthesize
 from stacks.config import (
     DeploymentsConfig,
@@ -91,8 +92,12 @@ def test_program_defaults_to_deployments_and_rejects_unknown_ones() -> None:
     [
         ({}, r"aideploy:deployments: required"),
         (
-            {"aideploy:deployments": json.dumps([{"name": "x", "model_id": "m"}])},
-            r"aideploy:deployments: \[0\]\.model_uri: Field required",
+            {
+                "aideploy:deployments": json.dumps(
+                    [{"name": "x", "model_id": "m", "model_uris": {"mars": "s3://b/k"}}]
+                )
+            },
+            r"aideploy:deployments: \[0\]\.model_uris\.mars\.\[key\]: Input should be",
         ),
         (
             {
@@ -109,9 +114,14 @@ def test_bad_deployments_config_names_the_field(config: dict[str, str], message:
         synthesize(load_deployments_config, config=config)
 
 
-def test_deployment_without_an_image_is_refused() -> None:
+def test_deployment_without_an_image_or_a_model_is_refused() -> None:
     with pytest.raises(InputError, match=r"ranker\.image: no serving image"):
         _run_main({"aideploy:deployments": [DEPLOYMENTS[1]]})
+    without_model = {key: value for key, value in DEPLOYMENTS[1].items() if key != "model_uri"}
+    with pytest.raises(InputError, match=r"ranker\.model_uri: required \(or model_uris"):
+        _run_main(
+            {"aideploy:image": "ghcr.io/acme/serve:1", "aideploy:deployments": [without_model]}
+        )
 
 
 def test_platform_config_validation() -> None:
@@ -155,19 +165,60 @@ def test_platform_program_builds_every_cloud() -> None:
     assert aws_spot.inputs["scalingConfig"] == {"minSize": 0, "desiredSize": 0, "maxSize": 6}
     gke_spot = result.named("aideploy-gcp-europe-west4-spot-nodes-0")
     assert gke_spot.inputs["nodeConfig"]["spot"] is True
-    aks_spot = list(result.of_type("azure-native:containerservice:AgentPool"))
+    aks_spot = sorted(
+        result.of_type("azure-native:containerservice:AgentPool"), key=lambda pool: pool.name
+    )
     assert [pool.inputs["vmSize"] for pool in aks_spot] == ["Standard_D4s_v5", "Standard_D8s_v5"]
     assert all(pool.inputs["scaleSetPriority"] == "Spot" for pool in aks_spot)
-    releases = {r.inputs["chart"] for r in result.of_type("kubernetes:helm.sh/v3:Release")}
-    assert releases == {"keda", "keda-add-ons-http"}
+    releases = {
+        r.inputs["chart"]: r.inputs["version"]
+        for r in result.of_type("kubernetes:helm.sh/v3:Release")
+    }
+    assert releases == {"keda": DEFAULT_KEDA_CHART_VERSION, "keda-add-ons-http": "0.16.0"}
+    # Pods read models through each cluster's workload identity; clusters pull from the registry.
+    agent = result.named("aideploy-aws-us-east-1-pod-identity-agent").inputs
+    assert (agent["addonName"], agent["clusterName"]) == (
+        "eks-pod-identity-agent",
+        result.named("aideploy-aws-us-east-1-cluster").outputs["name"],
+    )
+    aks = result.named("aideploy-azure-westeurope-cluster").inputs
+    assert aks["oidcIssuerProfile"] == {"enabled": True}
+    assert aks["securityProfile"] == {"workloadIdentity": {"enabled": True}}
+    pull = result.named("aideploy-azure-westeurope-cluster-registry-access").inputs
+    assert pull["roleDefinitionId"].endswith("7f951dda-4ed3-4680-a7ca-43fe172d538d")
+    assert pull["scope"] == "aideploy-azure-westeurope-registry-id"
+    assert (
+        pull["principalId"]
+        == (
+            result.named("aideploy-azure-westeurope-cluster").outputs["identityProfile"][
+                "kubeletidentity"
+            ]["objectId"]
+        )
+    )
+    apps = result.named("aideploy-azure-westeurope-apps").inputs
+    assert apps["workloadProfiles"] == [
+        {"name": "Consumption", "workloadProfileType": "Consumption"}
+    ]
+    gke = result.named("aideploy-gcp-europe-west4-cluster").inputs
+    assert gke["workloadIdentityConfig"] == {"workloadPool": "acme-ml.svc.id.goog"}
     for keda in result.of_type("aideploy:index:Keda"):
         assert keda.parent_name
         assert keda.parent_name.startswith("aideploy-")
     assert set(result.exports) >= {
         "aws-us-east-1-registry_url",
+        "aws-us-east-1-cluster_name",
         "gcp-europe-west4-artifacts",
+        "gcp-europe-west4-project",
+        "gcp-europe-west4-workload_identity_pool",
         "azure-westeurope-kubeconfig",
-    }
+        "azure-westeurope-oidc_issuer_url",
+        "azure-westeurope-storage_account_id",
+        "azure-westeurope-resource_group_name",
+        "azure-westeurope-registry_id",
+        "azure-westeurope-container_apps_environment_id",
+    }, "what deployments on the platform (target.cluster) and Container Apps read"
+    assert result.exports["gcp-europe-west4-workload_identity_pool"] == "acme-ml.svc.id.goog"
+    assert result.exports["azure-westeurope-oidc_issuer_url"].startswith("https://")
     assert "kubeconfig" not in result.exports, (
         "only a single-cloud platform exports the bare kubeconfig"
     )
@@ -179,4 +230,15 @@ def test_single_cloud_platform_exports_its_kubeconfig() -> None:
     kubeconfig = result.exports["kubeconfig"]
     assert "aws" in kubeconfig
     assert "get-token" in kubeconfig
+    assert result.exports["cluster_name"] == result.exports["aws-eu-west-1-cluster_name"]
     assert DeploymentsConfig.model_fields["deployments"].is_required()
+
+
+def test_an_http_add_on_without_the_fields_deployments_use_is_refused() -> None:
+    cfg = PlatformConfig.model_validate(
+        {"clouds": [{"cloud": "aws", "region": "eu-west-1", "http_add_on_chart_version": "0.10.0"}]}
+    )
+    with pytest.raises(
+        InputError, match=r"http_add_on_chart_version: 0\.10\.0 is too old; allowed: 0\.11\.0"
+    ):
+        synthesize(lambda: platform(cfg))
