@@ -10,7 +10,10 @@ call runs in a worker thread, so a slow or unreachable API never holds up the ev
 Minutes wait in a bounded buffer while the API is unreachable (a week of minutes by default;
 the oldest are dropped beyond that, with a warning). The API keys each minute by instance and
 minute and replaces a copy it already has, so retrying after a lost response never counts twice.
-At shutdown the current, partial minute is closed and one last push is attempted.
+Minutes the API no longer accepts (older than its minute retention) come back as ``skipped`` in
+its receipt and are logged as lost, as is every minute the API refuses outright: usage is never
+lost without a log line. At shutdown the current, partial minute is closed and one last push is
+attempted.
 """
 
 from __future__ import annotations
@@ -118,6 +121,11 @@ class UsageReporter:
         self._instance = instance_id()
         self.pending: deque[dict[str, Any]] = deque(maxlen=buffer_minutes)
         self.dropped = 0
+        """Minutes lost because the buffer overflowed."""
+        self.refused = 0
+        """Minutes the API refused outright (a 4xx other than 401, 404 and 429)."""
+        self.skipped = 0
+        """Minutes the API received but did not keep (past its retention, or in the future)."""
         self._task: asyncio.Task[None] | None = None
         self._last_wall = time.time()
         self._last_cpu = time.process_time()
@@ -211,22 +219,48 @@ class UsageReporter:
                 self.pending[index] for index in range(min(len(self.pending), MAX_MINUTES_PER_PUSH))
             ]
             body = json.dumps({"instance_id": self._instance, "minutes": batch}).encode()
-            status = await asyncio.get_running_loop().run_in_executor(
+            status, answer = await asyncio.get_running_loop().run_in_executor(
                 None, self._post, body, timeout
             )
             if status is None or status >= 500 or status in (401, 404, 429):
                 return False  # unreachable, failing, or not (yet) accepting: retry later
             if status >= 400:
+                self.refused += len(batch)
                 log.error(
-                    "the API refused %d usage minute(s) (HTTP %d); dropped", len(batch), status
+                    "the API refused %d usage minute(s) (HTTP %d: %s); that usage is lost",
+                    len(batch),
+                    status,
+                    answer[:500].decode("utf-8", "replace"),
                 )
+            else:
+                self._check_receipt(answer, batch)
             sent = {id(item) for item in batch}  # the sampler may have dropped some meanwhile
             while self.pending and id(self.pending[0]) in sent:
                 self.pending.popleft()
         return True
 
-    def _post(self, body: bytes, timeout: float) -> int | None:
-        """POST the report; the HTTP status, or ``None`` when the API could not be reached."""
+    def _check_receipt(self, answer: bytes, batch: list[dict[str, Any]]) -> None:
+        """Log the minutes the API took delivery of but did not keep."""
+        try:
+            receipt = json.loads(answer)
+            skipped = int(receipt["skipped"])
+        except (ValueError, TypeError, KeyError):
+            log.warning("the API's receipt for %d usage minute(s) was unreadable", len(batch))
+            return
+        if skipped:
+            self.skipped += skipped
+            log.warning(
+                "the API kept only %d of %d usage minute(s): %d were older than its retention "
+                "(it accepts minutes from %s on) or in the future; that usage is lost",
+                len(batch) - skipped,
+                len(batch),
+                skipped,
+                receipt.get("accepted_from", "an unstated time"),
+            )
+
+    def _post(self, body: bytes, timeout: float) -> tuple[int | None, bytes]:
+        """POST the report: the HTTP status (``None`` when the API could not be reached) and the
+        response body."""
         import urllib.error
         import urllib.request
 
@@ -238,12 +272,15 @@ class UsageReporter:
         )
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
-                return int(response.status)
+                return int(response.status), response.read()
         except urllib.error.HTTPError as exc:
-            return int(exc.code)
+            try:
+                return int(exc.code), exc.read()
+            except OSError:
+                return int(exc.code), b""
         except (urllib.error.URLError, OSError) as exc:
             log.debug("usage push failed: %s", exc)
-            return None
+            return None, b""
 
     async def _run(self) -> None:
         next_push = time.monotonic() + self._interval

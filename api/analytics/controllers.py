@@ -23,7 +23,11 @@ from aideploy.settings import Settings
 from aideploy_iac.pricing import load_catalog
 from api.analytics.cost import PricingOptions, analyze_cost
 from api.analytics.forecast import forecast_usage
-from api.analytics.performance import PerformanceThresholds, analyze_performance
+from api.analytics.performance import (
+    BASELINE_LOOKBACK,
+    PerformanceThresholds,
+    analyze_performance,
+)
 from api.analytics.records import DeploymentFacts, UsageSample, Window
 from api.analytics.schemas import UsageReceipt, UsageReport
 from api.analytics.store import (
@@ -31,7 +35,6 @@ from api.analytics.store import (
     load_facts,
     load_samples,
     load_threshold_minutes,
-    minute_detail_since,
     record_usage,
 )
 from api.analytics.suggestions import suggest
@@ -154,7 +157,10 @@ class AnalyticsController(Controller):
         """Requests, latency and errors, with threshold and statistical anomalies (thresholds
         from the settings unless given)."""
         window = _window(start_time, end_time, DEFAULT_DAYS)
-        facts, samples = await _usage(db_session, current_user.id, window)
+        facts = await load_facts(db_session, current_user.id)
+        # The anomalies' baselines reach back before the window; only its anomalies are reported.
+        baseline = Window(window.start - BASELINE_LOOKBACK, window.end)
+        samples = await load_samples(db_session, list(facts), baseline)
         limits = thresholds(context.settings)
         limits = replace(
             limits,
@@ -162,8 +168,7 @@ class AnalyticsController(Controller):
             latency_ms=latency_threshold or limits.latency_ms,
         )
         detail = await load_threshold_minutes(db_session, list(facts), window, limits)
-        since = await minute_detail_since(db_session, list(facts))
-        return analyze_performance(facts, samples, window, limits, detail, since)
+        return analyze_performance(facts, samples, window, limits, detail)
 
     @get("/forecast", operation_id="AnalyticsForecast")
     async def forecast(

@@ -5,12 +5,17 @@ arithmetic come from :mod:`aideploy_iac.pricing`, the catalog multi-cloud placem
 
 How measured usage is priced:
 
-- **Kubernetes**: instance-seconds at the hourly share of the cheapest node type the instance
-  fits on (bin-packed), on-demand or spot as the deployment's policy says
-  (``on_demand_base_instances`` stay on-demand).
+- **Standing instances** (:func:`standing_instances`): what the deployment's target keeps
+  running whatever the traffic (the plan's effective ``min_instances``) is billed for its whole
+  lifetime in the window, reported or not: a deployment whose runtime never reports (a cloud
+  deployment without ``api_public_url``) still costs what it keeps up, never $0.
+- **Kubernetes**: instance-seconds (measured, and at least the standing instances) at the hourly
+  share of the cheapest node type the instance fits on (bin-packed), on-demand or spot as the
+  deployment's policy says (``on_demand_base_instances`` stay on-demand); plus the cluster's
+  control plane, split evenly among the owner's deployments on the same cluster.
 - **Serverless**: the product's busy compute (request time, divided by the requests one
-  instance serves at once), idle warm instances only when ``min_instances`` keeps them and
-  hibernation is off, and the per-request fee.
+  instance serves at once), standing (warm) instances for the rest of their lifetime at the
+  idle rate, and the per-request fee.
 - **Storage**: the model artifact in object storage for the time the deployment existed.
 - **Network**: bytes sent to clients at the region's internet egress price.
 - **Local** deployments run on this host and have no bill; they are priced as the same usage
@@ -19,11 +24,15 @@ How measured usage is priced:
 The comparison prices the same usage on each cloud's managed ML endpoint (SageMaker real-time,
 Vertex AI prediction, Azure ML online endpoints): whole instances billed while the endpoint
 exists, at least one (none of the three scales a real-time endpoint to zero), or as many as the
-deployment actually ran when that was more.
+deployment actually ran when that was more. Deployments that reported no usage in the window are
+left out of both sides (their traffic is unknown), and ``notes`` say so, as they state every
+assumption that favours our side (node bin-packing, the control plane split, estimated spot
+prices).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, timedelta
@@ -34,11 +43,12 @@ from aideploy.schema import (
     CostAnalysis,
     CostBreakdown,
     CostComparison,
+    DeploymentStatus,
     DeploymentType,
     Recommendation,
     ResourceRequirements,
 )
-from aideploy_iac.policies import requests_per_instance
+from aideploy_iac.policies import replica_split, requests_per_instance
 from aideploy_iac.pricing import (
     PriceCatalog,
     RegionPrices,
@@ -56,15 +66,24 @@ __all__ = [
     "PricingOptions",
     "analyze_cost",
     "busy_fraction",
+    "control_plane_shares",
     "deployment_cost",
     "serverless_alternative",
     "spot_saving",
+    "standing_cost",
+    "standing_instances",
 ]
 
 GIB = 2**30
 SECONDS_PER_HOUR = 3600.0
 SECONDS_PER_MONTH = 730.0 * SECONDS_PER_HOUR
 COMPARED_CLOUDS = (Cloud.AWS, Cloud.AZURE, Cloud.GCP)
+REPORTED_SHARE = 0.9
+"""Below this share of the standing instance time reported, a note says the rest was charged
+without reports."""
+_NOT_RUNNING = frozenset(
+    {DeploymentStatus.CREATING, DeploymentStatus.FAILED, DeploymentStatus.HIBERNATED}
+)
 
 
 @dataclass(frozen=True)
@@ -96,6 +115,12 @@ class PricingOptions:
         own_cloud, own_region = self.place(facts)
         return self.catalog.region(cloud, own_region if own_cloud is cloud else self._region(cloud))
 
+    def control_plane_hourly(self, facts: DeploymentFacts) -> float:
+        """The hourly fee of one Kubernetes cluster's control plane where the deployment runs."""
+        cloud, _ = self.place(facts)
+        self.prices(facts)  # an uncatalogued cloud or region is an InputError naming it
+        return self.catalog.clouds[cloud].kubernetes_control_plane_hourly.value
+
     def _region(self, cloud: Cloud) -> str:
         region = self.regions.get(cloud)
         if region is None:
@@ -109,14 +134,35 @@ class DeploymentCost:
 
     deployment_id: str
     compute: float
+    """Instance compute (nodes, or the serverless product's charges)."""
     storage: float
     network: float
+    control_plane: float = 0.0
+    """This deployment's share of its Kubernetes cluster's control plane."""
     managed: dict[Cloud, float] = field(default_factory=dict)
+    """The same usage on each cloud's managed ML endpoint; empty when nothing was reported."""
     notes: tuple[str, ...] = ()
+    reported: bool = True
+    """Whether the deployment reported any usage in the window (else its traffic is unknown)."""
 
     @property
     def total(self) -> float:
-        return self.compute + self.storage + self.network
+        return self.compute + self.control_plane + self.storage + self.network
+
+
+def standing_instances(facts: DeploymentFacts) -> int:
+    """Instances the deployment's target keeps up whatever the traffic, as the target plans
+    them: on Kubernetes the replica split's minimum (the on-demand base, and the autoscaler's
+    floor of one unless hibernation lets KEDA scale to zero); on the serverless products
+    ``min_instances`` unless hibernation is on. None while it is hibernated, being created or
+    failed (judged by its current status)."""
+    deployment = facts.deployment
+    if deployment.status in _NOT_RUNNING:
+        return 0
+    scaling, cost = deployment.scaling_policy, deployment.cost_optimization_policy
+    if facts.type is DeploymentType.KUBERNETES:
+        return replica_split(scaling, cost).total_min
+    return 0 if cost.hibernation_enabled else scaling.min_instances
 
 
 def _busy_seconds(usage: UsageSample, concurrency: int) -> float:
@@ -132,11 +178,11 @@ def _serverless_concurrency(cloud: Cloud, resources: ResourceRequirements) -> in
 
 
 def _kubernetes_compute(
-    facts: DeploymentFacts, prices: RegionPrices, usage: UsageSample, lifetime_seconds: float
+    facts: DeploymentFacts, prices: RegionPrices, instance_seconds: float, lifetime_seconds: float
 ) -> float:
     deployment = facts.deployment
     resources, policy = deployment.resource_requirements, deployment.cost_optimization_policy
-    instance_hours = usage.instance_seconds / SECONDS_PER_HOUR
+    instance_hours = instance_seconds / SECONDS_PER_HOUR
     _, on_demand_rate = node_for(prices, resources, spot=False)
     if not policy.use_spot_instances:
         return instance_hours * on_demand_rate
@@ -152,20 +198,38 @@ def _serverless_compute(
     cloud: Cloud,
     prices: RegionPrices,
     usage: UsageSample,
-    lifetime_seconds: float,
+    standing_seconds: float,
 ) -> float:
-    deployment = facts.deployment
-    resources = deployment.resource_requirements
+    """Busy time at the busy rate; the standing (warm) instances' remaining time at the idle
+    rate, as the placement estimate prices it."""
+    resources = facts.deployment.resource_requirements
     busy = _busy_seconds(usage, _serverless_concurrency(cloud, resources))
-    policy = deployment.cost_optimization_policy
-    warm_instances = 0 if policy.hibernation_enabled else deployment.scaling_policy.min_instances
-    idle = max(0.0, min(usage.instance_seconds - busy, warm_instances * lifetime_seconds))
     return serverless_compute_cost(
         prices,
         resources,
         requests=usage.requests,
         busy_instance_seconds=busy,
-        idle_instance_seconds=idle,
+        idle_instance_seconds=max(0.0, standing_seconds - busy),
+    )
+
+
+def standing_cost(
+    facts: DeploymentFacts, instance_seconds: float, options: PricingOptions
+) -> float:
+    """What ``instance_seconds`` of idle standing instances cost: autoscaled Kubernetes capacity
+    (spot when the policy uses it), or warm serverless instances at the idle rate."""
+    prices = options.prices(facts)
+    resources = facts.deployment.resource_requirements
+    if facts.type is DeploymentType.KUBERNETES:
+        spot = facts.deployment.cost_optimization_policy.use_spot_instances
+        _, rate = node_for(prices, resources, spot=spot)
+        return instance_seconds / SECONDS_PER_HOUR * rate
+    return serverless_compute_cost(
+        prices,
+        resources,
+        requests=0,
+        busy_instance_seconds=0.0,
+        idle_instance_seconds=instance_seconds,
     )
 
 
@@ -176,39 +240,126 @@ def _storage_and_network(
     return storage_cost(prices, gib_months), egress_cost(prices, usage.bytes_out / GIB)
 
 
+def _usage_notes(
+    facts: DeploymentFacts, usage: UsageSample, standing: int, lifetime: float, reported: bool
+) -> list[str]:
+    """Say what was charged without reports, so $0 never stands for "unknown"."""
+    if not reported:
+        if standing:
+            return [
+                f"{facts.name}: no usage reported in this window, so its requests, egress and "
+                f"any scale-out are unknown; charged only its {standing} standing instance(s) "
+                f"for {lifetime / SECONDS_PER_HOUR:.1f} h and its model storage, and left out "
+                "of the comparison"
+            ]
+        return [
+            f"{facts.name}: no usage reported in this window and it keeps no instance running, "
+            "so its compute cost is unknown: either it served nothing or its runtime does not "
+            "report (cloud deployments report only when api_public_url is set); charged its "
+            "model storage only and left out of the comparison"
+        ]
+    standing_seconds = standing * lifetime
+    if standing_seconds and usage.instance_seconds < REPORTED_SHARE * standing_seconds:
+        share = usage.instance_seconds / standing_seconds
+        return [
+            f"{facts.name}: usage was reported for only {share:.0%} of the time its {standing} "
+            "standing instance(s) ran; the unreported time is charged at the standing instances"
+        ]
+    return []
+
+
 def deployment_cost(
     facts: DeploymentFacts,
     samples: Sequence[UsageSample],
     window: Window,
     options: PricingOptions,
+    control_plane_seconds: float | None = None,
 ) -> DeploymentCost:
-    """Price one deployment's samples (already limited to the window) at catalog prices."""
+    """Price one deployment's samples (already limited to the window) at catalog prices; it
+    bears ``control_plane_seconds`` of its Kubernetes cluster's control plane (by default its
+    whole lifetime: alone on its cluster), see :func:`control_plane_shares`."""
     usage = merge(facts.id, window.start, int(window.seconds), samples)
     lifetime = facts.lifetime_seconds(window)
     cloud, _ = options.place(facts)
     prices = options.prices(facts)
+    standing = standing_instances(facts)
+    standing_seconds = standing * lifetime
+    control_plane = 0.0
     if facts.type is DeploymentType.KUBERNETES:
-        compute = _kubernetes_compute(facts, prices, usage, lifetime)
+        instance_seconds = max(usage.instance_seconds, standing_seconds)
+        compute = _kubernetes_compute(facts, prices, instance_seconds, lifetime)
+        plane = lifetime if control_plane_seconds is None else control_plane_seconds
+        control_plane = options.control_plane_hourly(facts) * plane / SECONDS_PER_HOUR
     else:
-        compute = _serverless_compute(facts, cloud, prices, usage, lifetime)
+        compute = _serverless_compute(facts, cloud, prices, usage, standing_seconds)
     storage, network = _storage_and_network(facts, prices, usage, lifetime)
+    reported = bool(samples)
+    notes = _usage_notes(facts, usage, standing, lifetime, reported) if lifetime else []
     managed: dict[Cloud, float] = {}
-    notes: list[str] = []
     resources = facts.deployment.resource_requirements
     always_on = max(1, facts.deployment.scaling_policy.min_instances) * lifetime
-    for other in COMPARED_CLOUDS:
+    for other in COMPARED_CLOUDS if reported else ():
         other_prices = options.comparison_prices(facts, other)
         hours = max(usage.instance_seconds, always_on) / SECONDS_PER_HOUR
         try:
             managed_compute = managed_endpoint_cost(other_prices, resources, hours)
         except InputError as exc:
             notes.append(f"{facts.name} on {other.value}: {exc}; compared at our own cost")
-            managed[other] = compute + storage + network
+            managed[other] = compute + control_plane + storage + network
             continue
         managed[other] = managed_compute + sum(
             _storage_and_network(facts, other_prices, usage, lifetime)
         )
-    return DeploymentCost(facts.id, compute, storage, network, managed, tuple(notes))
+    return DeploymentCost(
+        facts.id, compute, storage, network, control_plane, managed, tuple(notes), reported
+    )
+
+
+def _cluster(facts: DeploymentFacts, options: PricingOptions) -> str:
+    """The Kubernetes cluster a deployment runs on, as people name it."""
+    cloud, region = options.place(facts)
+    target = facts.deployment.target
+    if target is not None and target.cluster:
+        return f"cluster {target.cluster} ({cloud.value}/{region})"
+    if facts.cloud is Cloud.LOCAL:
+        return f"the {cloud.value}/{region} cluster local deployments are priced on"
+    return f"the default {cloud.value}/{region} cluster"
+
+
+def _clusters(
+    facts: Mapping[str, DeploymentFacts], window: Window, options: PricingOptions
+) -> dict[str, list[DeploymentFacts]]:
+    """The Kubernetes deployments that existed in the window, by cluster."""
+    clusters: dict[str, list[DeploymentFacts]] = {}
+    for item in facts.values():
+        if item.type is DeploymentType.KUBERNETES and item.lifetime_seconds(window) > 0:
+            clusters.setdefault(_cluster(item, options), []).append(item)
+    return clusters
+
+
+def control_plane_shares(
+    facts: Mapping[str, DeploymentFacts], window: Window, options: PricingOptions
+) -> dict[str, float]:
+    """For each Kubernetes deployment that existed in the window, the seconds of its cluster's
+    control plane it bears: at every moment the cluster's fee is split evenly among ``facts``
+    (its owner's deployments) running on it then, so the shares add up to the time the cluster
+    served any of them."""
+    shares: dict[str, float] = {}
+    for members in _clusters(facts, window, options).values():
+        spans = [
+            (
+                max(window.start, item.deployment.created_at),
+                min(window.end, item.ended_at or window.end),
+                item.id,
+            )
+            for item in members
+        ]
+        cuts = sorted({moment for begin, end, _ in spans for moment in (begin, end)})
+        for begin, end in itertools.pairwise(cuts):
+            alive = [key for first, last, key in spans if first <= begin and end <= last]
+            for key in alive:
+                shares[key] = shares.get(key, 0.0) + (end - begin).total_seconds() / len(alive)
+    return shares
 
 
 def serverless_alternative(
@@ -337,6 +488,42 @@ def _recommendations(
     return recommendations
 
 
+def _assumptions(
+    facts: Mapping[str, DeploymentFacts], window: Window, options: PricingOptions
+) -> list[str]:
+    """The assumptions behind the numbers that a managed endpoint's price does not need."""
+    catalog = options.catalog
+    notes = [f"prices: catalog {catalog.version}: {catalog.note}"]
+    clusters = _clusters(facts, window, options)
+    if not clusters:
+        return notes
+    notes.append(
+        "Kubernetes instances are priced as their share of the cheapest node type they fit on, "
+        "as if nodes were perfectly packed: partly empty nodes and the cluster's own system pods "
+        "(kube-system, KEDA) are not charged, so a real bill is higher"
+    )
+    for name, members in sorted(clusters.items()):
+        hourly = options.control_plane_hourly(members[0])
+        notes.append(
+            f"the control plane of {name} costs {hourly:g} {catalog.currency}/h, split evenly "
+            f"among your {len(members)} Kubernetes deployment(s) on it while they run, as if "
+            "the cluster ran nothing else (shared with other workloads, it costs you less)"
+        )
+    spot: set[str] = set()
+    for members in clusters.values():
+        for item in members:
+            prices = options.prices(item)
+            resources = item.deployment.resource_requirements
+            node, _ = node_for(prices, resources, spot=True)
+            cloud, region = options.place(item)
+            ratio = node.spot_hourly.value / node.on_demand_hourly.value
+            spot.add(
+                f"spot prices are catalog estimates, not observed market prices: {node.instance_type} "
+                f"in {cloud.value}/{region} at {ratio:.0%} of its on-demand price"
+            )
+    return notes + sorted(spot)
+
+
 def analyze_cost(
     facts: Mapping[str, DeploymentFacts],
     samples: Sequence[UsageSample],
@@ -348,23 +535,25 @@ def analyze_cost(
     for sample in samples:
         if sample.deployment_id in grouped and window.start <= sample.start < window.end:
             grouped[sample.deployment_id].append(sample)
+    shares = control_plane_shares(facts, window, options)
     costs = {
-        deployment_id: deployment_cost(item, grouped[deployment_id], window, options)
+        deployment_id: deployment_cost(
+            item, grouped[deployment_id], window, options, shares.get(deployment_id)
+        )
         for deployment_id, item in facts.items()
     }
-    by_type: dict[str, float] = {}
+    by_type = {kind.value: 0.0 for kind in DeploymentType}
     for deployment_id, cost in costs.items():
-        kind = facts[deployment_id].type.value
-        by_type[kind] = by_type.get(kind, 0.0) + cost.total
-    ours = sum(cost.total for cost in costs.values())
-    managed = {
-        cloud: sum(cost.managed[cloud] for cost in costs.values()) for cloud in COMPARED_CLOUDS
-    }
+        by_type[facts[deployment_id].type.value] += cost.total
+    total = sum(cost.total for cost in costs.values())
+    compared = [cost for cost in costs.values() if cost.reported]
+    ours = sum(cost.total for cost in compared)
+    managed = {cloud: sum(cost.managed[cloud] for cost in compared) for cloud in COMPARED_CLOUDS}
     return CostAnalysis(
         timestamp=window.end,
-        total_cost=_money(ours),
+        total_cost=_money(total),
         cost_breakdown=CostBreakdown(
-            compute=_money(sum(cost.compute for cost in costs.values())),
+            compute=_money(sum(cost.compute + cost.control_plane for cost in costs.values())),
             storage=_money(sum(cost.storage for cost in costs.values())),
             network=_money(sum(cost.network for cost in costs.values())),
         ),
@@ -388,7 +577,8 @@ def analyze_cost(
         start_time=window.start,
         end_time=window.end,
         priced_as={key: "/".join(_place(item, options)) for key, item in facts.items()},
-        notes=[note for cost in costs.values() for note in cost.notes],
+        notes=[note for cost in costs.values() for note in cost.notes]
+        + _assumptions(facts, window, options),
         cost_by_day=_cost_by_day(facts, grouped, window, options),
     )
 
@@ -408,9 +598,12 @@ def _cost_by_day(
     day = window.start.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     while day < window.end:
         part = Window(max(day, window.start), min(day + timedelta(days=1), window.end))
+        shares = control_plane_shares(facts, part, options)
         days[day.date()] = _money(
             sum(
-                deployment_cost(item, per_day.get((key, day.date()), []), part, options).total
+                deployment_cost(
+                    item, per_day.get((key, day.date()), []), part, options, shares.get(key)
+                ).total
                 for key, item in facts.items()
             )
         )

@@ -10,9 +10,11 @@ The model grows with the history, and the response names the one used:
 
 The band is the ordinary-least-squares 95 % prediction interval: it widens with the distance
 from the data and with the scatter the model could not explain. The error measure comes from a
-backtest: the last ``min(7, n // 3)`` days are held out, the same kind of model is fitted to the
+backtest: the last ``min(7, n // 3)`` days are held out, the very model that makes the forecast
+(``trend_weekly`` stays ``trend_weekly`` even when fewer than 14 days remain) is fitted to the
 rest, and the weighted absolute percentage error of its forecast of the held-out days is
-reported. Forecasts are clamped at zero (traffic is never negative).
+reported; ``null`` when the rest has no more days than the model has parameters. Forecasts are
+clamped at zero (traffic is never negative); request forecasts are whole requests.
 
 History is made of whole UTC days; a deployment's history starts on its first whole day with
 usage.
@@ -30,7 +32,7 @@ from datetime import UTC, date, datetime, timedelta
 import numpy as np
 
 from aideploy.schema import DeploymentForecast, UsageForecast
-from api.analytics.cost import PricingOptions, deployment_cost
+from api.analytics.cost import PricingOptions, control_plane_shares, deployment_cost
 from api.analytics.records import DeploymentFacts, UsageSample, Window
 
 __all__ = ["SeriesForecast", "daily_history", "forecast_series", "forecast_usage"]
@@ -94,20 +96,29 @@ def _fit_and_predict(
     return future @ coefficients, scatter * np.sqrt(1.0 + leverage)
 
 
-def _backtest(history: np.ndarray, first_weekday: int) -> float | None:
+def _parameters(method: str) -> int:
+    """Coefficients of a method's design: level, slope, six day-of-week effects."""
+    return {"level": 1, "linear_trend": 2}.get(method, 8)
+
+
+def _backtest(history: np.ndarray, first_weekday: int, method: str) -> float | None:
+    """The held-out error of ``method`` itself (not of whatever the shorter history would pick)."""
     held_out = min(7, len(history) // 3)
-    if held_out < 1 or len(history) - held_out < 2:
+    if held_out < 1 or len(history) - held_out <= _parameters(method):
         return None
     train, test = history[:-held_out], history[-held_out:]
-    predicted, _ = _fit_and_predict(train, first_weekday, held_out, _method_for(len(train)))
+    predicted, _ = _fit_and_predict(train, first_weekday, held_out, method)
     scale = float(np.abs(test).sum())
     if scale == 0:
         return None
     return round(100.0 * float(np.abs(test - np.maximum(predicted, 0.0)).sum()) / scale, 2)
 
 
-def forecast_series(history: Sequence[float], first_weekday: int, horizon: int) -> SeriesForecast:
-    """Forecast ``horizon`` days following the daily ``history`` (``first_weekday``: 0=Monday)."""
+def forecast_series(
+    history: Sequence[float], first_weekday: int, horizon: int, *, whole: bool = False
+) -> SeriesForecast:
+    """Forecast ``horizon`` days following the daily ``history`` (``first_weekday``: 0=Monday);
+    ``whole`` rounds the values and band to whole numbers (requests)."""
     count = len(history)
     if count == 0:
         return SeriesForecast(
@@ -125,15 +136,19 @@ def forecast_series(history: Sequence[float], first_weekday: int, horizon: int) 
         )
     elif method == "linear_trend":
         note = f"{count} days of history: no weekly pattern before {MIN_SEASONAL_DAYS} days"
-    clamped = np.maximum(predicted, 0.0)
+    digits = 0 if whole else 4
+
+    def shown(series: np.ndarray) -> list[float]:
+        return [round(float(value), digits) for value in np.maximum(series, 0.0)]
+
     return SeriesForecast(
-        values=[round(float(value), 4) for value in clamped],
-        lower=[round(float(value), 4) for value in np.maximum(predicted - _Z95 * sigma, 0.0)],
-        upper=[round(float(value), 4) for value in np.maximum(predicted + _Z95 * sigma, 0.0)],
+        values=shown(predicted),
+        lower=shown(predicted - _Z95 * sigma),
+        upper=shown(predicted + _Z95 * sigma),
         sigma=[float(value) for value in sigma],
         method=method,
         history_days=count,
-        backtest_error=_backtest(values, first_weekday),
+        backtest_error=_backtest(values, first_weekday, method),
         note=note,
     )
 
@@ -148,10 +163,16 @@ def _day_ceil(moment: datetime) -> datetime:
 
 
 def daily_history(
-    facts: DeploymentFacts, samples: Sequence[UsageSample], window: Window, options: PricingOptions
+    facts: DeploymentFacts,
+    samples: Sequence[UsageSample],
+    window: Window,
+    options: PricingOptions,
+    shares: Mapping[datetime, float] | None = None,
 ) -> tuple[list[datetime], list[float], list[float]]:
     """The whole UTC days of ``window`` since the deployment first served, with its requests and
-    cost (days before its first usage are not zeros of its history: it was not running yet)."""
+    cost (days before its first usage are not zeros of its history: it was not running yet);
+    ``shares`` holds each day's control-plane seconds (see
+    :func:`~api.analytics.cost.control_plane_shares`; default: alone on its cluster)."""
     first = max(_day_ceil(window.start), _day_ceil(facts.deployment.created_at))
     if samples:
         first = max(first, _day_ceil(min(sample.start for sample in samples)))
@@ -164,25 +185,29 @@ def daily_history(
             per_day[day].append(sample)
     requests = [float(sum(sample.requests for sample in per_day[day])) for day in days]
     costs = [
-        deployment_cost(facts, per_day[day], Window(day, day + DAY), options).total for day in days
+        deployment_cost(
+            facts, per_day[day], Window(day, day + DAY), options, (shares or {}).get(day)
+        ).total
+        for day in days
     ]
     return days, requests, costs
 
 
 def _totals(
-    parts: Sequence[SeriesForecast], horizon: int
+    parts: Sequence[SeriesForecast], horizon: int, *, whole: bool = False
 ) -> tuple[list[float], list[float], list[float]]:
     """Sums of the deployments' forecasts; the band assumes their errors independent."""
     usable = [part for part in parts if part.values]
     if not usable:
         return [], [], []
+    digits = 0 if whole else 4
     values, lower, upper = [], [], []
     for day in range(horizon):
         value = sum(part.values[day] for part in usable)
         spread = _Z95 * math.sqrt(sum(part.sigma[day] ** 2 for part in usable))
-        values.append(round(value, 4))
-        lower.append(round(max(0.0, value - spread), 4))
-        upper.append(round(value + spread, 4))
+        values.append(round(value, digits))
+        lower.append(round(max(0.0, value - spread), digits))
+        upper.append(round(value + spread, digits))
     return values, lower, upper
 
 
@@ -203,22 +228,36 @@ def forecast_usage(
     cost_parts: list[SeriesForecast] = []
     requests_history: dict[date, float] = {}
     cost_history: dict[date, float] = {}
+    shares = control_plane_shares(facts, window, options)
+    first, last = _day_ceil(window.start), _day_floor(window.end)
+    day_shares = {
+        day: control_plane_shares(facts, Window(day, day + DAY), options)
+        for day in (first + DAY * index for index in range(max(0, (last - first) // DAY)))
+    }
     for key, item in facts.items():
         if item.ended_at is not None:
             continue  # deleted: it has no future
-        days, requests, costs = daily_history(item, grouped[key], window, options)
+        days, requests, costs = daily_history(
+            item,
+            grouped[key],
+            window,
+            options,
+            {day: per[key] for day, per in day_shares.items() if key in per},
+        )
         for day, count, cost in zip(days, requests, costs, strict=True):
             requests_history[day.date()] = requests_history.get(day.date(), 0.0) + count
             cost_history[day.date()] = cost_history.get(day.date(), 0.0) + cost
         weekday = days[0].weekday() if days else 0
-        request_forecast = forecast_series(requests, weekday, horizon)
+        request_forecast = forecast_series(requests, weekday, horizon, whole=True)
         cost_forecast = forecast_series(costs, weekday, horizon)
         request_parts.append(request_forecast)
         cost_parts.append(cost_forecast)
         per_deployment[key] = DeploymentForecast(
             deployment_name=item.name,
             current_requests=int(sum(sample.requests for sample in grouped[key])),
-            current_cost=round(deployment_cost(item, grouped[key], window, options).total, 4),
+            current_cost=round(
+                deployment_cost(item, grouped[key], window, options, shares.get(key)).total, 4
+            ),
             requests_forecast=request_forecast.values,
             cost_forecast=cost_forecast.values,
             requests_lower=request_forecast.lower,
@@ -231,7 +270,7 @@ def forecast_usage(
             cost_backtest_error=cost_forecast.backtest_error,
             note=request_forecast.note,
         )
-    total_requests, requests_lower, requests_upper = _totals(request_parts, horizon)
+    total_requests, requests_lower, requests_upper = _totals(request_parts, horizon, whole=True)
     total_cost, cost_lower, cost_upper = _totals(cost_parts, horizon)
     longest = max((part.history_days for part in request_parts), default=0)
     return UsageForecast(

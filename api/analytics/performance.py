@@ -3,20 +3,24 @@
 Two kinds of anomaly are reported, each at the time it began:
 
 - **Thresholds** (the API contract's: error rate above 5 %, mean latency above 1000 ms;
-  configurable), checked on every recorded interval with enough requests to judge.
+  configurable), checked on every recorded interval with enough requests to judge: each minute
+  while minutes are kept, and each hour, so a deployment too quiet for any single minute to be
+  judged is still judged by the hour (an hour whose minutes were flagged is not reported twice).
 - **Statistical**: each hour against the deployment's own baseline: the same hour of the week
   in up to four previous weeks when two or more exist (a weekly rhythm is learnt after two
   weeks), else the same hour on up to seven previous days when three or more exist (a daily
   rhythm is not an anomaly), else the trailing day. The baseline's median and median absolute
   deviation give a robust z-score, with a noise floor (Poisson for counts, binomial for error
   rates) so quiet deployments are not flagged for a handful of requests. The hour still being
-  reported is not judged.
+  reported is not judged. The baseline does not depend on the window asked for: up to
+  :data:`BASELINE_LOOKBACK` before it is read, and only anomalies inside the window are reported.
 
 Consecutive anomalous intervals of one kind form one anomaly, reported once with its worst value.
 """
 
 from __future__ import annotations
 
+import bisect
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +30,7 @@ import numpy as np
 
 from aideploy.schema import (
     Anomaly,
+    DeploymentType,
     ModelType,
     PerformanceAnalysis,
     PerformanceStats,
@@ -37,14 +42,21 @@ from api.analytics.records import (
     UsageSample,
     Window,
     by_deployment,
-    floor_hour,
     latency_percentile,
     merge,
     to_hourly,
 )
 
-__all__ = ["PerformanceThresholds", "analyze_performance", "find_anomalies", "stats_of"]
+__all__ = [
+    "BASELINE_LOOKBACK",
+    "PerformanceThresholds",
+    "analyze_performance",
+    "find_anomalies",
+    "stats_of",
+]
 
+BASELINE_LOOKBACK = timedelta(weeks=4)
+"""How far before the analysed window the baselines reach (the oldest weekly lag)."""
 REPORT_DELAY = timedelta(minutes=2)
 """How late the last minutes of usage may arrive (one report interval and some slack)."""
 _MAD_TO_SIGMA = 1.4826
@@ -63,6 +75,10 @@ class PerformanceThresholds:
     optimize_latency_ms: float = 100.0
     """Deployments of an original (unoptimized) model slower than this at p95 are told to
     optimize it."""
+    caching_requests_per_hour: float = 3600.0
+    caching_latency_ms: float = 100.0
+    """Deployments serving at least ``caching_requests_per_hour`` (over their life in the window)
+    at a mean latency of at least ``caching_latency_ms`` are told to consider a response cache."""
 
 
 def stats_of(samples: Sequence[UsageSample]) -> PerformanceStats:
@@ -237,35 +253,47 @@ def _statistical_flags(
     return flags
 
 
+def _uncovered(coarse: Sequence[_Flag], fine: Sequence[_Flag]) -> list[_Flag]:
+    """The ``coarse`` flags no ``fine`` flag of the same kind falls in (those report it already)."""
+    starts: dict[str, list[datetime]] = {}
+    for flag in fine:
+        starts.setdefault(flag.kind, []).append(flag.start)
+    for values in starts.values():
+        values.sort()
+    kept = []
+    for flag in coarse:
+        values = starts.get(flag.kind, [])
+        index = bisect.bisect_left(values, flag.start)
+        if index == len(values) or values[index] >= flag.end:
+            kept.append(flag)
+    return kept
+
+
 def find_anomalies(
     samples: Sequence[UsageSample],
     limits: PerformanceThresholds,
     detail: Sequence[UsageSample] = (),
-    detail_since: datetime | None = None,
     until: datetime | None = None,
+    since: datetime | None = None,
 ) -> list[Anomaly]:
-    """One deployment's threshold and statistical anomalies, oldest first.
+    """One deployment's threshold and statistical anomalies from ``since`` on, oldest first.
 
-    ``detail`` holds finer (minute) samples from ``detail_since`` on: there thresholds are
-    judged on them instead of on ``samples``. Only hours complete by ``until`` are compared with
-    their baseline.
+    ``samples`` (hours, or any grain) are the baseline and are judged against the thresholds;
+    ``detail`` holds the finer (minute) intervals that broke a threshold: they time an anomaly
+    to the minute, and a sample they fall in is not reported again. Only hours complete by
+    ``until`` are compared with their baseline; flags starting before ``since`` are the
+    baseline's, not reported.
     """
-    coarse = (
-        samples
-        if detail_since is None
-        else [sample for sample in samples if sample.start < floor_hour(detail_since)]
-    )
-    flags = (
-        _threshold_flags(coarse, limits)
-        + _threshold_flags(detail, limits)
-        + _statistical_flags(to_hourly(samples), limits, until)
-    )
-    return _episodes(flags)
+    fine = _threshold_flags(detail, limits)
+    coarse = _uncovered(_threshold_flags(samples, limits), fine)
+    flags = fine + coarse + _statistical_flags(to_hourly(samples), limits, until)
+    return _episodes([flag for flag in flags if since is None or flag.start >= since])
 
 
 def _recommendations(
     facts: Mapping[str, DeploymentFacts],
     stats: Mapping[str, PerformanceStats],
+    window: Window,
     limits: PerformanceThresholds,
 ) -> list[Recommendation]:
     def names(ids: list[str]) -> str:
@@ -318,6 +346,28 @@ def _recommendations(
                 impact="medium",
             )
         )
+    frequent = [
+        key
+        for key, item in stats.items()
+        if (lifetime := facts[key].lifetime_seconds(window))
+        and item.requests * 3600.0 / lifetime >= limits.caching_requests_per_hour
+        and item.avg_latency >= limits.caching_latency_ms
+    ]
+    if frequent:
+        recommendations.append(
+            Recommendation(
+                type="caching",
+                message=(
+                    "Implement caching for frequent requests to reduce latency and costs: "
+                    f"{names(frequent)} serve {limits.caching_requests_per_hour:g} requests/h or "
+                    f"more at a mean latency of {limits.caching_latency_ms:g}ms or more. "
+                    "aideploy does not see request contents, so this rests on request rate and "
+                    "latency alone: check how often inputs repeat before adding a cache (each "
+                    "hit skips a model call)"
+                ),
+                impact="medium",
+            )
+        )
     return recommendations
 
 
@@ -327,19 +377,21 @@ def analyze_performance(
     window: Window,
     limits: PerformanceThresholds,
     detail: Sequence[UsageSample] = (),
-    detail_since: datetime | None = None,
 ) -> PerformanceAnalysis:
     """``GET /analytics/performance``: one owner's deployments and their samples in ``window``
-    (with finer ``detail`` samples from ``detail_since`` on, see :func:`find_anomalies`)."""
-    grouped = by_deployment(
-        sample
-        for sample in samples
-        if sample.deployment_id in facts and window.start <= sample.start < window.end
+    (and up to :data:`BASELINE_LOOKBACK` before it, read only as the anomalies' baseline), with
+    the minute ``detail`` of :func:`find_anomalies`."""
+    history = by_deployment(
+        sample for sample in samples if sample.deployment_id in facts and sample.start < window.end
     )
+    grouped = {
+        key: [sample for sample in parts if sample.start >= window.start]
+        for key, parts in history.items()
+    }
     per_deployment = {key: stats_of(grouped.get(key, [])) for key in facts}
-    by_type: dict[str, list[UsageSample]] = {}
+    by_type: dict[str, list[UsageSample]] = {kind.value: [] for kind in DeploymentType}
     for key, item in facts.items():
-        by_type.setdefault(item.type.value, []).extend(grouped.get(key, []))
+        by_type[item.type.value].extend(grouped.get(key, []))
     everything = [sample for parts in grouped.values() for sample in parts]
     overall = stats_of(everything)
     fine = by_deployment(sample for sample in detail if sample.deployment_id in facts)
@@ -349,7 +401,7 @@ def analyze_performance(
         for key in facts
         if (
             found := find_anomalies(
-                grouped.get(key, []), limits, fine.get(key, []), detail_since, settled
+                history.get(key, []), limits, fine.get(key, []), settled, window.start
             )
         )
     }
@@ -360,7 +412,7 @@ def analyze_performance(
         error_rate=overall.error_rate,
         performance_by_type={kind: stats_of(parts) for kind, parts in by_type.items()},
         performance_by_deployment=per_deployment,
-        recommendations=_recommendations(facts, per_deployment, limits),
+        recommendations=_recommendations(facts, per_deployment, window, limits),
         anomalies=anomalies,
         start_time=window.start,
         end_time=window.end,

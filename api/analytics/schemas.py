@@ -74,3 +74,6 @@ class UsageReceipt(BaseModel):
     """Minutes stored (a minute sent again replaces the earlier copy)."""
     skipped: int
     """Minutes too old to change (already rolled up) or in the future."""
+    accepted_from: datetime
+    """Minutes starting before this are past the minute retention and were skipped: the
+    reporter logs them as lost."""

@@ -29,7 +29,6 @@ __all__ = [
     "load_facts",
     "load_samples",
     "load_threshold_minutes",
-    "minute_detail_since",
     "record_usage",
     "roll_up",
 ]
@@ -102,7 +101,9 @@ async def record_usage(
         await _snapshot(session, deployment, now)
         await _upsert(session, UsageMinuteRow, ("deployment_id", "instance_id", "minute"), rows)
         await _refresh_hours(session, deployment_id, {floor_hour(row["minute"]) for row in rows})
-    return UsageReceipt(accepted=len(rows), skipped=len(report.minutes) - len(rows))
+    return UsageReceipt(
+        accepted=len(rows), skipped=len(report.minutes) - len(rows), accepted_from=cutoff
+    )
 
 
 async def _snapshot(session: AsyncSession, row: DeploymentRow, now: datetime) -> None:
@@ -321,18 +322,3 @@ async def load_threshold_minutes(
         )
         for deployment_id, minute, count, errors, latency in found.tuples()
     ]
-
-
-async def minute_detail_since(
-    session: AsyncSession, deployment_ids: Sequence[str]
-) -> datetime | None:
-    """The oldest minute still kept for these deployments: from there on, thresholds are judged
-    per minute; before it, per hour."""
-    if not deployment_ids:
-        return None
-    oldest: datetime | None = await session.scalar(
-        select(func.min(UsageMinuteRow.minute)).where(
-            UsageMinuteRow.deployment_id.in_(deployment_ids)
-        )
-    )
-    return oldest

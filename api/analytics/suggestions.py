@@ -4,7 +4,10 @@
   95th percentile sized to 70 % utilization); memory from the largest resident set (with 25 %
   headroom, rounded up to 64Mi). Over- and under-provisioning are both reported.
 - **Spot**: a Kubernetes deployment on on-demand capacity, with the saving at typical spot prices.
-- **Hibernation**: hibernation off and at least half of the hours without a single request.
+- **Hibernation**: only where it changes the bill (the target keeps standing instances that
+  hibernation would scale to zero: Kubernetes, or serverless with ``min_instances``) and at
+  least half of the hours had no request; the saving is those instances' cost over the idle
+  stretches, less the idle timeout that precedes each sleep.
 - **Serverless**: a Kubernetes deployment busy less than 10 % of its instance time, when the
   cloud's serverless product would have cost less for the same requests.
 - **Latency**: mean or p95 latency above the threshold: optimize the model, or give it more CPU.
@@ -31,12 +34,22 @@ from aideploy.schema import (
 from api.analytics.cost import (
     PricingOptions,
     busy_fraction,
+    control_plane_shares,
     deployment_cost,
     serverless_alternative,
     spot_saving,
+    standing_cost,
+    standing_instances,
 )
 from api.analytics.performance import PerformanceThresholds, stats_of
-from api.analytics.records import DeploymentFacts, UsageSample, Window, to_hourly
+from api.analytics.records import (
+    HOUR,
+    DeploymentFacts,
+    UsageSample,
+    Window,
+    floor_hour,
+    to_hourly,
+)
 
 __all__ = ["SizingPolicy", "suggest"]
 
@@ -168,6 +181,74 @@ def _memory(
     ]
 
 
+def _idle_seconds(
+    facts: DeploymentFacts, hourly: Sequence[UsageSample], window: Window, timeout: float
+) -> tuple[float, float]:
+    """Seconds of the deployment's life in the window without requests, and how many of them
+    come after ``timeout`` idle seconds (when hibernation would have it asleep). An hour with a
+    request counts as busy to its end, so sleep is never overestimated."""
+    busy = {floor_hour(sample.start) for sample in hourly if sample.requests > 0}
+    start = max(window.start, facts.deployment.created_at)
+    end = min(window.end, facts.ended_at or window.end)
+    idle = asleep = run = 0.0
+    slot = floor_hour(start)
+    while slot < end:
+        if slot in busy:
+            asleep += max(0.0, run - timeout)
+            run = 0.0
+        else:
+            seconds = (min(slot + HOUR, end) - max(slot, start)).total_seconds()
+            idle += seconds
+            run += seconds
+        slot += HOUR
+    return idle, asleep + max(0.0, run - timeout)
+
+
+def _hibernation(
+    facts: DeploymentFacts,
+    hourly: Sequence[UsageSample],
+    window: Window,
+    options: PricingOptions,
+    sizing: SizingPolicy,
+    total_cost: float,
+) -> list[Suggestion]:
+    policy = facts.deployment.cost_optimization_policy
+    lifetime = facts.lifetime_seconds(window)
+    if policy.hibernation_enabled or lifetime < sizing.min_hours * 3600:
+        return []
+    hibernating = DeploymentFacts(
+        facts.deployment.model_copy(
+            update={
+                "cost_optimization_policy": policy.model_copy(update={"hibernation_enabled": True})
+            }
+        ),
+        facts.model_size_bytes,
+        facts.ended_at,
+    )
+    removed = standing_instances(facts) - standing_instances(hibernating)
+    if removed <= 0:  # nothing stands idle that hibernation would stop (e.g. scale-to-zero)
+        return []
+    idle, asleep = _idle_seconds(facts, hourly, window, policy.hibernation_idle_timeout)
+    idle_share = idle / lifetime
+    saving = standing_cost(facts, removed * asleep, options)
+    if idle_share < sizing.idle_hours_share or saving <= 0:
+        return []
+    return [
+        Suggestion(
+            type="enable_hibernation",
+            message="Enable hibernation for inactive deployments to reduce costs "
+            f"({idle_share:.0%} of the hours had no requests; scaling {removed} standing "
+            f"instance(s) to zero after {policy.hibernation_idle_timeout // 60} idle minutes "
+            f"would have saved {saving:.2f} {options.catalog.currency}, at the price of a cold "
+            "start on the first request after each sleep)",
+            current_value="false",
+            recommended_value="true",
+            impact="high" if saving >= 0.5 * total_cost else "medium",
+            estimated_savings=round(saving, 4),
+        )
+    ]
+
+
 def _for_deployment(
     facts: DeploymentFacts,
     samples: Sequence[UsageSample],
@@ -175,6 +256,7 @@ def _for_deployment(
     options: PricingOptions,
     sizing: SizingPolicy,
     limits: PerformanceThresholds,
+    control_plane_seconds: float | None,
 ) -> list[Suggestion]:
     if not samples:
         return []
@@ -183,7 +265,7 @@ def _for_deployment(
     suggestions = _cpu(facts, hourly, window, options, sizing) + _memory(
         facts, hourly, window, options, sizing
     )
-    cost = deployment_cost(facts, samples, window, options)
+    cost = deployment_cost(facts, samples, window, options, control_plane_seconds)
     spot = spot_saving(facts, cost.compute, options)
     if spot > 0:
         suggestions.append(
@@ -197,22 +279,7 @@ def _for_deployment(
                 estimated_savings=round(spot, 4),
             )
         )
-    policy = facts.deployment.cost_optimization_policy
-    hours = facts.lifetime_seconds(window) / 3600
-    if not policy.hibernation_enabled and hours >= sizing.min_hours:
-        busy_hours = sum(1 for sample in hourly if sample.requests > 0)
-        idle_share = 1.0 - busy_hours / hours
-        if idle_share >= sizing.idle_hours_share:
-            suggestions.append(
-                Suggestion(
-                    type="enable_hibernation",
-                    message="Enable hibernation for inactive deployments to reduce costs "
-                    f"({idle_share:.0%} of the hours had no requests)",
-                    current_value="false",
-                    recommended_value="true",
-                    impact="high" if idle_share >= 0.75 else "medium",
-                )
-            )
+    suggestions += _hibernation(facts, hourly, window, options, sizing, cost.total)
     if facts.type is DeploymentType.KUBERNETES:
         fraction = busy_fraction(facts, samples)
         if fraction is not None and fraction < options.low_traffic_busy_fraction:
@@ -264,11 +331,14 @@ def suggest(
     for sample in samples:
         if sample.deployment_id in grouped and window.start <= sample.start < window.end:
             grouped[sample.deployment_id].append(sample)
+    shares = control_plane_shares(facts, window, options)
     result: dict[str, DeploymentSuggestions] = {}
     for key, item in facts.items():
         if item.ended_at is not None:
             continue  # deleted: nothing left to change
-        found = _for_deployment(item, grouped[key], window, options, sizing, limits)
+        found = _for_deployment(
+            item, grouped[key], window, options, sizing, limits, shares.get(key)
+        )
         if found:
             result[key] = DeploymentSuggestions(deployment_name=item.name, suggestions=found)
     return OptimizationSuggestions(

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aideploy.schema import utc_now
-from api.analytics.records import LATENCY_BOUNDS_MS, Window
+from api.analytics.records import LATENCY_BOUNDS_MS, Window, floor_hour
 from api.analytics.schemas import UsageReport
 from api.analytics.store import load_samples, record_usage, roll_up
 from api.analytics.tables import UsageHourRow, UsageMinuteRow
@@ -102,7 +102,10 @@ async def test_usage_needs_the_deployments_own_token(
     ).status_code == 401
     accepted = await client.post(url, json=body, headers=_token_header(context, mine))
     assert accepted.status_code == 202, accepted.text
-    assert accepted.json() == {"accepted": 1, "skipped": 0}
+    receipt = accepted.json()
+    assert (receipt["accepted"], receipt["skipped"]) == (1, 0)
+    retention = timedelta(days=context.settings.usage_minute_retention_days)
+    assert datetime.fromisoformat(receipt["accepted_from"]) == floor_hour(utc_now() - retention)
 
 
 async def test_bad_reports_name_the_field(client: Client, context: ApiContext) -> None:
@@ -117,11 +120,21 @@ async def test_bad_reports_name_the_field(client: Client, context: ApiContext) -
     assert "errors (9) exceed requests (5)" in response.text
 
 
-async def test_analytics_are_per_owner_and_reports_are_idempotent(
-    client: Client, context: ApiContext, alice: dict[str, str], bob: dict[str, str]
+async def _report(
+    client: Client, context: ApiContext, deployment: str, minutes: list[dict[str, Any]]
+) -> None:
+    response = await client.post(
+        f"/deployments/{deployment}/usage",
+        json={"instance_id": "pod-1", "minutes": minutes},
+        headers=_token_header(context, deployment),
+    )
+    assert response.status_code == 202, response.text
+
+
+async def test_reports_are_idempotent_and_thresholds_judged_per_minute(
+    client: Client, context: ApiContext, alice: dict[str, str]
 ) -> None:
     deployment = await _deployment(context, "alice", "mine")
-    await _deployment(context, "bob", "theirs")
     starts = _recent_minutes(30)
     minutes = [
         _minute(start, latency_ms=1_500.0 if k == 12 else 40.0) for k, start in enumerate(starts)
@@ -150,17 +163,88 @@ async def test_analytics_are_per_owner_and_reports_are_idempotent(
     assert cost["priced_as"][deployment] == "aws/us-east-1"
     assert set(cost["comparison"]["savings_percentage"]) == {"aws", "azure", "gcp"}
 
-    theirs = (await client.get("/analytics/performance", headers=bob)).json()
-    assert theirs["total_requests"] == 0
-    assert deployment not in theirs["performance_by_deployment"]
-    bob_cost = (await client.get("/analytics/cost", headers=bob)).json()
-    assert deployment not in bob_cost["cost_by_deployment"]
-
     forecast = await client.get("/analytics/forecast", params={"days": 7}, headers=alice)
     assert forecast.status_code == 200, forecast.text
     assert forecast.json()["forecast_by_deployment"][deployment]["current_requests"] == 1800
     suggestions = await client.get("/analytics/suggestions", headers=alice)
     assert suggestions.status_code == 200, suggestions.text
+
+
+async def test_each_owner_sees_only_their_own_analytics(
+    client: Client, context: ApiContext, alice: dict[str, str], bob: dict[str, str]
+) -> None:
+    """Both users have usage; each of the four endpoints shows each of them exactly their own
+    deployment and totals, and never the other's id."""
+    mine = await _deployment(context, "alice", "mine")
+    theirs = await _deployment(context, "bob", "theirs")
+    await _report(client, context, mine, [_minute(start) for start in _recent_minutes(20)])
+    await _report(
+        client, context, theirs, [_minute(start, requests=30) for start in _recent_minutes(10)]
+    )
+    for headers, own, other, requests in ((alice, mine, theirs, 20 * 60), (bob, theirs, mine, 300)):
+        responses = {
+            path: await client.get(f"/analytics/{path}", headers=headers)
+            for path in ("cost", "performance", "forecast", "suggestions")
+        }
+        for path, response in responses.items():
+            assert response.status_code == 200, (path, response.text)
+            assert other not in response.text, path
+        cost = responses["cost"].json()
+        assert set(cost["cost_by_deployment"]) == {own}
+        assert cost["cost_by_deployment"][own] > 0
+        performance = responses["performance"].json()
+        assert set(performance["performance_by_deployment"]) == {own}
+        assert performance["total_requests"] == requests
+        forecast = responses["forecast"].json()
+        assert set(forecast["forecast_by_deployment"]) == {own}
+        assert forecast["forecast_by_deployment"][own]["current_requests"] == requests
+        suggestions = responses["suggestions"].json()
+        assert set(suggestions["suggestions_by_deployment"]) == {own}
+
+
+async def test_low_traffic_errors_are_caught_by_the_hour(
+    client: Client, context: ApiContext, alice: dict[str, str]
+) -> None:
+    """10 requests a minute (600 an hour) at 30 % errors: no minute is big enough to judge, the
+    hours are."""
+    deployment = await _deployment(context, "alice", "quiet")
+    starts = _recent_minutes(60)
+    await _report(
+        client, context, deployment, [_minute(start, requests=10, errors=3) for start in starts]
+    )
+    performance = (await client.get("/analytics/performance", headers=alice)).json()
+    [anomaly] = performance["anomalies"][deployment]
+    assert anomaly["type"] == "high_error_rate"
+    assert anomaly["message"] == "High error rate detected: 30.0% (threshold: 5%)"
+    assert datetime.fromisoformat(anomaly["timestamp"]) == floor_hour(starts[0])
+
+
+async def test_a_short_window_is_judged_against_the_weeks_before_it(
+    client: Client, context: ApiContext, alice: dict[str, str]
+) -> None:
+    """Five days of steady hours and a spike 20 hours ago: asked about the last day only, the
+    spike is still judged against the days before it, and reported."""
+    deployment = await _deployment(context, "alice", "steady")
+    now = utc_now()
+    last = floor_hour(now) - timedelta(hours=1)
+    spike = floor_hour(now) - timedelta(hours=20)
+    minutes = [
+        _minute(hour, requests=4_000 if hour == spike else 1_000)
+        for hour in (last - timedelta(hours=k) for k in range(5 * 24))
+    ]  # one minute per hour: the hour holds what that minute did
+    report = UsageReport.model_validate({"instance_id": "pod-1", "minutes": minutes})
+    async with _session(context) as session:
+        await record_usage(session, deployment, report, now=now, retention=timedelta(days=30))
+    response = await client.get(
+        "/analytics/performance",
+        params={"start_time": (now - timedelta(days=1)).isoformat()},
+        headers=alice,
+    )
+    assert response.status_code == 200, response.text
+    anomalies = response.json()["anomalies"][deployment]
+    assert [(item["type"], datetime.fromisoformat(item["timestamp"])) for item in anomalies] == [
+        ("request_spike", spike)
+    ]
 
 
 async def test_query_parameters_are_validated(client: Client, alice: dict[str, str]) -> None:

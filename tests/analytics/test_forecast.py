@@ -57,6 +57,33 @@ def test_a_weekly_pattern_is_recovered() -> None:
     assert saturday < 0.5 * tuesday
 
 
+def test_a_noisy_weekly_pattern_is_recovered() -> None:
+    rng = np.random.default_rng(5)
+    truth_of = [5_000 * WEEKLY[day % 7] + 20 * day for day in range(49)]
+    history = [value + rng.normal(0, 150) for value in truth_of[:35]]  # about 3 % noise
+    result = forecast_series(history, first_weekday=0, horizon=14)
+    assert result.method == "trend_weekly"
+    error = np.abs(np.subtract(result.values, truth_of[35:]))
+    assert error.sum() / sum(truth_of[35:]) < 0.03  # weighted absolute percentage error
+    assert error.max() < 2 * 150  # no day off by more than twice the noise
+    saturday, tuesday = result.values[5], result.values[1]
+    assert saturday < 0.5 * tuesday
+    assert result.backtest_error is not None
+    assert result.backtest_error < 5.0
+
+
+@pytest.mark.parametrize("days", range(14, 21))
+def test_the_backtest_measures_the_model_that_forecasts(days: int) -> None:
+    """From 14 days the weekly model forecasts, and it is the weekly model that is backtested
+    on the held-out days (fewer than 14 days remain to fit it): a weekly series it fits
+    exactly has no backtest error."""
+    history = [5_000 * WEEKLY[day % 7] + 20 * day for day in range(days)]
+    result = forecast_series(history, first_weekday=0, horizon=7)
+    assert result.method == "trend_weekly"
+    assert result.backtest_error is not None
+    assert result.backtest_error < 0.01
+
+
 def test_short_histories_say_so_instead_of_inventing_a_trend() -> None:
     rising = [100.0, 200.0, 300.0]
     result = forecast_series(rising, first_weekday=0, horizon=5)
@@ -87,6 +114,17 @@ def test_forecast_usage_totals_and_per_deployment(pricing: PricingOptions) -> No
     assert one.current_requests == sum(round(total / 24) * 24 for total in daily)
     truth = [24_000 + 240 * day for day in range(21, 28)]
     assert np.allclose(one.requests_forecast, truth, rtol=0.02)
+    # Requests are forecast in whole requests, as the API contract shows them.
+    for values in (
+        one.requests_forecast,
+        one.requests_lower,
+        one.requests_upper,
+        result.total_requests_forecast,
+        result.total_requests_lower,
+        result.total_requests_upper,
+    ):
+        assert values
+        assert all(float(value).is_integer() for value in values)
     assert np.allclose(
         result.total_requests_forecast,
         np.add(one.requests_forecast, result.forecast_by_deployment["second"].requests_forecast),

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from aideploy.schema import Suggestion
+import pytest
+
+from aideploy.schema import Cloud, DeploymentSuggestions, Suggestion
 from api.analytics.cost import PricingOptions
 from api.analytics.records import Window
 from api.analytics.suggestions import suggest
@@ -72,9 +74,55 @@ def test_idle_kubernetes_deployment_should_hibernate_or_go_serverless(
     result = suggest({facts.id: facts}, samples, TWO_DAYS, pricing)
     found = _by_type(result.suggestions_by_deployment["dep-1"].suggestions)
     assert set(found) == {"enable_hibernation", "migrate_to_serverless"}
-    assert "96% of the hours had no requests" in found["enable_hibernation"].message
-    assert found["enable_hibernation"].impact == "high"
+    hibernation = found["enable_hibernation"]
+    assert "96% of the hours had no requests" in hibernation.message
+    # Idle 0-11h, 13-35h and 37-47h; each stretch sleeps after the 30-minute idle timeout:
+    # 11.5 + 22.5 + 10.5 = 44.5 hours of the one autoscaled instance, on spot (half a c6i.large).
+    _, spot = next(
+        (node.on_demand_hourly.value, node.spot_hourly.value)
+        for node in pricing.catalog.region(Cloud.AWS, "us-east-1").nodes
+        if node.instance_type == "c6i.large"
+    )
+    assert hibernation.estimated_savings == pytest.approx(44.5 * spot / 2, abs=1e-4)
+    assert f"would have saved {44.5 * spot / 2:.2f} USD" in hibernation.message
+    # The EKS control plane (0.10/h) outweighs the node: the saving is under half the cost.
+    assert hibernation.impact == "medium"
     assert found["migrate_to_serverless"].recommended_value == "serverless"
+
+
+def test_hibernation_only_where_it_stops_something(pricing: PricingOptions) -> None:
+    """A serverless deployment with min_instances 0 already scales to zero: nothing to suggest.
+    With one warm instance, hibernation saves that instance's idle time at the idle rate."""
+    samples = [
+        make_sample(hour, requests=50 if hour.hour == 12 else 0, cpu_utilization=0.6)
+        for hour in hours(48)
+    ]
+    scales_to_zero = make_facts(
+        deployment_type="serverless", model_size_bytes=0, scaling_policy={"min_instances": 0}
+    )
+    result = suggest({scales_to_zero.id: scales_to_zero}, samples, TWO_DAYS, pricing)
+    assert result.suggestions_by_deployment == {}
+
+    warm = make_facts(
+        deployment_type="serverless", model_size_bytes=0, scaling_policy={"min_instances": 1}
+    )
+    result = suggest({warm.id: warm}, samples, TWO_DAYS, pricing)
+    [hibernation] = result.suggestions_by_deployment["dep-1"].suggestions
+    assert hibernation.type == "enable_hibernation"
+    lam = pricing.catalog.region(Cloud.AWS, "us-east-1").serverless
+    assert lam.idle_gib_second is not None
+    assert hibernation.estimated_savings == pytest.approx(
+        44.5 * 3600 * 2 * lam.idle_gib_second.value, abs=1e-4
+    )
+    assert hibernation.impact == "high"  # the warm instance is nearly all of the cost
+
+    hibernated = make_facts(model_size_bytes=0, status="hibernated")
+    result = suggest({hibernated.id: hibernated}, samples, TWO_DAYS, pricing)
+    assert "enable_hibernation" not in _by_type(
+        result.suggestions_by_deployment.get(
+            "dep-1", DeploymentSuggestions(deployment_name="dep-1", suggestions=[])
+        ).suggestions
+    )
 
 
 def test_slow_unoptimized_models_are_told_to_optimize(pricing: PricingOptions) -> None:
