@@ -11,9 +11,9 @@ from datetime import date
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, model_validator
 
 from aideploy.errors import InputError
 from aideploy.schema import Cloud, field_errors
@@ -43,11 +43,21 @@ class _Frozen(BaseModel):
 
 
 class Price(_Frozen):
-    """One published unit price, with where and when it was read."""
+    """One unit price, with where and when it was read, and whether it is a list price or an
+    estimate derived from one (spot prices move with capacity and are not published as one)."""
 
     value: NonNegative
     source: HttpUrl
     read_on: date
+    basis: Literal["list_price", "estimate"] = "list_price"
+    derivation: str | None = None
+    """How an estimate was made, e.g. ``"40% of on_demand_hourly"``."""
+
+    @model_validator(mode="after")
+    def _estimates_say_how(self) -> Self:
+        if (self.basis == "estimate") != (self.derivation is not None):
+            raise ValueError("an estimate, and only an estimate, carries its derivation")
+        return self
 
 
 class ServerlessPrices(_Frozen):
@@ -74,7 +84,7 @@ class NodeType(_Frozen):
     gpu: Annotated[int, Field(ge=0)]
     on_demand_hourly: Price
     spot_hourly: Price
-    """A typical spot price; real spot prices move with capacity."""
+    """A typical spot price, an estimate (``basis``) since real spot prices move with capacity."""
 
 
 class ManagedInstance(_Frozen):

@@ -65,6 +65,30 @@ def test_catalog_covers_three_clouds_two_regions_each_with_sourced_prices() -> N
     assert "refresh" in catalog.note
 
 
+def test_spot_prices_are_marked_as_estimates_with_their_derivation() -> None:
+    for cloud_prices in load_catalog().clouds.values():
+        for region in cloud_prices.regions.values():
+            for node in region.nodes:
+                assert node.on_demand_hourly.basis == "list_price"
+                spot = node.spot_hourly
+                assert spot.basis == "estimate", node.instance_type
+                assert spot.derivation is not None
+                share = int(spot.derivation.split("%")[0]) / 100
+                assert spot.value == pytest.approx(node.on_demand_hourly.value * share, abs=0.006)
+
+
+def test_an_estimate_without_its_derivation_is_refused() -> None:
+    with pytest.raises(ValueError, match="derivation"):
+        Price.model_validate(
+            {
+                "value": 1,
+                "source": "https://x.example",
+                "read_on": "2026-01-01",
+                "basis": "estimate",
+            }
+        )
+
+
 def test_a_broken_catalog_is_reported_with_the_field(tmp_path: Path) -> None:
     data = json.loads(CATALOG_FILE.read_text())
     del data["clouds"]["gcp"]["regions"]["us-central1"]["egress_gib"]["source"]
