@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -29,6 +29,7 @@ __all__ = [
     "ENV_PREFIX",
     "Settings",
     "child_process_environment",
+    "environment_values",
     "load_settings",
     "mask_url",
 ]
@@ -64,6 +65,9 @@ class Settings(BaseSettings):
     """Where model artifacts go: a directory, or ``s3://``, ``gs://``, ``az://``."""
     redis_url: str | None = None
     """With a Redis URL, background jobs use a shared queue (several API replicas)."""
+    redis_queue_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = "aideploy"
+    """Names of the job queues in Redis start with it: installations sharing one Redis need
+    different ones."""
     max_upload_bytes: Annotated[int, Field(ge=1)] = 2 * 1024**3
 
     # --- deployments -------------------------------------------------------------------
@@ -251,6 +255,13 @@ def restrict_torch_unpickling() -> None:
     whatever code an uploaded archive names. aideploy never needs more."""
     os.environ.pop("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", None)
     os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+
+
+def environment_values(names: Iterable[str]) -> dict[str, str]:
+    """Those of ``names`` set in this process's environment, read at each call: the credential
+    variables a redactor masks, what a confined child may inherit. Here because this module is
+    the only reader of the environment."""
+    return {name: os.environ[name] for name in names if name in os.environ}
 
 
 def child_process_environment(extra: Mapping[str, str]) -> dict[str, str]:

@@ -35,10 +35,11 @@ from api.deployments.service import restore_local_deployments
 from api.errors import documented_errors, exception_handlers
 from api.jobs.queue import JobKind, job_queue_for, recover_jobs, register_handler
 from api.models.controllers import ModelController
+from api.models.orphans import sweep_orphans
 from api.optimizations.controllers import OptimizationController
 from api.optimizations.jobs import OptimizationJobHandler
 from api.runners.base import RunnerSet
-from api.security import add_security_headers
+from api.security import RedactingFilter, add_security_headers, reject_control_characters
 from api.storage import open_artifact_store
 
 log = logging.getLogger("aideploy.api")
@@ -75,7 +76,7 @@ def create_app(settings: Settings | None = None, *, runners: RunnerSet | None = 
         store=open_artifact_store(settings.effective_artifact_store_url, settings.data_dir),
         signer=TokenSigner(load_signing_key(settings), settings.token_ttl_seconds),
         login_limiter=LoginRateLimiter(),
-        jobs=job_queue_for(settings.redis_url),
+        jobs=job_queue_for(settings.redis_url, settings.redis_queue_prefix),
         runners=runners or default_runners(settings),
     )
 
@@ -84,6 +85,7 @@ def create_app(settings: Settings | None = None, *, runners: RunnerSet | None = 
         await database.migrate()
         async with database.session() as session:
             await bootstrap_admin(session, settings)
+        await sweep_orphans(database, context.store, settings.data_dir)  # before jobs resume
         await context.jobs.start(context)
         await context.runners.start(
             lambda deployment_id: hibernate_idle(context, deployment_id),
@@ -116,14 +118,8 @@ def create_app(settings: Settings | None = None, *, runners: RunnerSet | None = 
         lifespan=[lifespan],
         middleware=[DefineMiddleware(BearerAuthMiddleware, exclude=_PUBLIC_PATHS)],
         exception_handlers=exception_handlers,
-        logging_config=LoggingConfig(
-            configure_root_logger=False,  # the host (uvicorn, the demo, tests) owns the root
-            loggers={
-                "aideploy": {"level": settings.log_level, "handlers": ["queue_listener"]},
-                "litestar": {"level": "WARNING", "handlers": ["queue_listener"]},
-            },
-            log_exceptions="never",  # api.errors logs unexpected errors once, with traceback
-        ),
+        logging_config=_logging_config(context),
+        before_request=reject_control_characters,
         before_send=[add_security_headers],
         cors_config=(
             CORSConfig(allow_origins=settings.cors_allowed_origins, allow_credentials=False)
@@ -149,6 +145,29 @@ def create_app(settings: Settings | None = None, *, runners: RunnerSet | None = 
     )
     _document_common_errors(app)
     return app
+
+
+def _logging_config(context: ApiContext) -> LoggingConfig:
+    """The API's loggers write through one handler whose filter masks secrets in place, so the
+    host's handlers further up (uvicorn's, the demo's, pytest's) receive the masked record."""
+    redact = {"()": RedactingFilter, "redactor": context.redactor}
+    handlers = {
+        name: {**config, "filters": ["redact"]}
+        for name, config in LoggingConfig(logging_module="logging").handlers.items()
+    }
+    return LoggingConfig(
+        logging_module="logging",
+        configure_root_logger=False,  # the host (uvicorn, the demo, tests) owns the root
+        filters={"redact": redact},
+        handlers=handlers,
+        loggers={
+            "aideploy": {"level": context.settings.log_level, "handlers": ["queue_listener"]},
+            "litestar": {"level": "WARNING", "handlers": ["queue_listener"]},
+            # At DEBUG it logs every statement with its parameter values.
+            "aiosqlite": {"level": "WARNING", "handlers": ["queue_listener"]},
+        },
+        log_exceptions="never",  # api.errors logs unexpected errors once, with traceback
+    )
 
 
 def _document_common_errors(app: Litestar) -> None:

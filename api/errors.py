@@ -35,6 +35,7 @@ from sqlalchemy import exc as sql_errors
 
 from aideploy.errors import AideployError, InputError
 from aideploy.schema import FieldError, field_errors
+from api.db.engine import database_unreachable
 
 __all__ = [
     "ApiError",
@@ -198,30 +199,48 @@ def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Error
 
 
 _DATABASE_DOWN = "a service the API depends on (the database) is unreachable; retry shortly"
+_SQLITE_FULL = 13  # SQLITE_FULL: "database or disk is full"
 
 
 def _database_error(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
-    """A lost or refused database connection is a 503 (it recovers by itself when the database
-    returns: the pool pings connections before use); any other database error is a bug."""
-    unreachable = isinstance(
-        exc, ConnectionError | sql_errors.OperationalError | sql_errors.InterfaceError
-    ) or (isinstance(exc, sql_errors.DBAPIError) and exc.connection_invalidated)
-    if not unreachable and not isinstance(exc, sql_errors.TimeoutError):
+    """A lost, refused or unanswered database connection is a 503 (it recovers by itself when
+    the database returns: the pool pings connections before use); a value the database refuses
+    to store (PostgreSQL's class 22, data exceptions) is the request's 422; SQLite's full disk is
+    a 507; any other database error is a bug."""
+    cause = getattr(exc, "orig", None)
+    if getattr(cause, "sqlite_errorcode", None) == _SQLITE_FULL:
+        return _disk_full(request, exc)
+    sqlstate = str(getattr(cause, "sqlstate", None) or "")
+    if sqlstate.startswith("22"):
+        reason = str(cause).strip().splitlines()[0] if str(cause).strip() else sqlstate
+        log.info("refused value answering %s %s: %s", request.method, request.url.path, reason)
+        return _respond(
+            HTTP_422_UNPROCESSABLE_ENTITY,
+            f"a value of the request cannot be stored ({reason}); check text for NUL or control "
+            "characters and numbers for their range",
+        )
+    # A connect timeout (a database that accepts but never answers) can arrive unwrapped.
+    if not (isinstance(exc, TimeoutError) or database_unreachable(exc)):
         return _unexpected_error(request, exc)
     log.warning("unreachable answering %s %s: %s", request.method, request.url.path, exc)
     return _respond(HTTP_503_SERVICE_UNAVAILABLE, _DATABASE_DOWN)
 
 
+def _disk_full(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
+    log.error("disk full answering %s %s: %s", request.method, request.url.path, exc)
+    return _respond(
+        HTTP_507_INSUFFICIENT_STORAGE,
+        "the server's disk is full; nothing was kept, retry once space is freed",
+    )
+
+
 def _os_error(request: Request[Any, Any, Any], exc: OSError) -> Response[ErrorBody]:
     """A full disk is a 507 (whatever was being written has been removed by its writer); a
-    refused or cut connection is the database's 503; anything else is a bug."""
+    refused, cut or unanswered connection (asyncpg's connect timeout is a plain TimeoutError) is
+    the database's 503; anything else is a bug."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        log.error("disk full answering %s %s: %s", request.method, request.url.path, exc)
-        return _respond(
-            HTTP_507_INSUFFICIENT_STORAGE,
-            "the server's disk is full; nothing was kept, retry once space is freed",
-        )
-    if isinstance(exc, ConnectionError):
+        return _disk_full(request, exc)
+    if isinstance(exc, ConnectionError | TimeoutError):
         return _database_error(request, exc)
     return _unexpected_error(request, exc)
 

@@ -10,6 +10,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, event
+from sqlalchemy import exc as sql_errors
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -19,8 +20,10 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from aideploy.errors import AideployError, InputError
+from aideploy.settings import mask_url
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
+_CONNECT_TIMEOUT_SECONDS = 10
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
@@ -71,10 +74,15 @@ class Database:
         url = async_database_url(url)
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
-        options: dict[str, Any] = {"pool_pre_ping": True}
+        # SQL parameters carry user data and secrets: never in error messages or logs.
+        options: dict[str, Any] = {"hide_parameters": True}
         if self.is_sqlite:
-            options = {"connect_args": {"timeout": 30}}
+            options["connect_args"] = {"timeout": 30}
             _ensure_sqlite_directory(url)
+        else:
+            options["pool_pre_ping"] = True
+            # A database that stops answering (no refusal) is a 503 after this, not a hang.
+            options["connect_args"] = {"timeout": _CONNECT_TIMEOUT_SECONDS}
         self.engine: AsyncEngine = create_async_engine(url, **options)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _enable_sqlite_foreign_keys)
@@ -88,7 +96,7 @@ class Database:
         except (OSError, SQLAlchemyError) as exc:
             cause = getattr(exc, "orig", None) or exc
             raise DatabaseUnavailableError(
-                f"database_url: cannot use {_mask(self.url)} ({type(cause).__name__}: {cause})"
+                f"database_url: cannot use {mask_url(self.url)} ({type(cause).__name__}: {cause})"
             ) from exc
 
     @asynccontextmanager
@@ -110,13 +118,21 @@ def _upgrade_to_head(connection: Connection) -> None:
     command.upgrade(alembic_config(connection), "head")
 
 
-def _mask(url: str) -> str:
-    scheme, _, rest = url.partition("://")
-    credentials, at, host = rest.rpartition("@")
-    return f"{scheme}://{credentials.partition(':')[0]}{':****' if ':' in credentials else ''}{at}{host}"
-
-
 def _ensure_sqlite_directory(url: str) -> None:
     _, _, path = url.partition(":///")
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
+def database_unreachable(exc: BaseException) -> bool:
+    """A lost, refused or timed-out database connection: it heals when the database is back.
+    (asyncpg raises a bare ``ConnectionRefusedError`` when the pool cannot reconnect.)"""
+    if isinstance(exc, sql_errors.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(
+        exc,
+        ConnectionError
+        | sql_errors.OperationalError
+        | sql_errors.InterfaceError
+        | sql_errors.TimeoutError,
+    )

@@ -19,6 +19,7 @@ from api.deployments.service import (
     to_deployment,
 )
 from api.errors import ApiError
+from api.jobs.queue import reason_for
 from api.runners.base import DeploymentPlan, RunnerEvent
 
 log = logging.getLogger("aideploy.api.deployments")
@@ -130,6 +131,7 @@ class DeploymentJobHandler:
             artifact_path=local_path,
             hibernated=hibernated,
             runtime=runtime,
+            after_interruption=job.attempts > 1 or previous == S.FAILED.value,
         )
         recorder = EventRecorder(context, row.id, job.id)
         recorder(
@@ -143,8 +145,12 @@ class DeploymentJobHandler:
             else:
                 outcome = await runner.apply(plan, recorder)
             recorder(RunnerEvent("operation-succeeded", f"{operation.value} succeeded"))
-        except BaseException as exc:
-            recorder(RunnerEvent("operation-failed", f"{operation.value} failed: {exc}"))
+        except asyncio.CancelledError:
+            recorder(RunnerEvent("operation-interrupted", f"{operation.value} interrupted"))
+            raise
+        except Exception as exc:
+            reason = context.redactor(reason_for(exc))
+            recorder(RunnerEvent("operation-failed", f"{operation.value} failed: {reason}"))
             raise
         finally:
             await recorder.close()
@@ -176,7 +182,8 @@ async def record_crash(
     context: ApiContext, deployment_id: str, message: str, running: bool
 ) -> None:
     """The local runner restarted a crashed server (an event), or gave up (the deployment is
-    failed with the reason)."""
+    failed with the reason, which quotes the server's last log line: masked)."""
+    message = context.redactor(message)
     async with context.database.session() as session:
         row = await session.get(DeploymentRow, deployment_id)
         if row is None or row.status != S.ACTIVE.value:

@@ -2,8 +2,10 @@
 
 Statuses move ``creating -> active | failed``, ``updating -> active``, ``hibernating ->
 hibernated``, ``activating -> active``, ``deleting -> (gone)``. The change is one conditional
-``UPDATE ... WHERE status IN (allowed)``, so two racing requests cannot both start an
-operation: the loser gets 409.
+``UPDATE ... WHERE status = <as read> AND version = <as read>`` that bumps ``version``, so two
+racing requests cannot both start an operation, and an update computed from a row that changed
+meanwhile (even one that is back in the same status) cannot overwrite that change: the loser
+gets 409 and retries from the current state.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -30,7 +32,7 @@ from api.context import ApiContext
 from api.db.tables import DeploymentEventRow, DeploymentRow
 from api.errors import ConflictError, InvalidFieldError, NotFoundError, ServiceUnavailableError
 from api.jobs.queue import JobKind, add_job
-from api.models.service import get_model
+from api.models.service import get_model, hold_model
 from api.optimizations.service import get_optimized
 from api.runners.base import RunnerUnavailableError
 from api.storage import is_object_url
@@ -116,6 +118,25 @@ async def artifact_location(
     return optimized.storage_path
 
 
+async def hold_served_model(
+    session: AsyncSession, owner_id: str, model_id: str, model_type: ModelType
+) -> None:
+    """Keep the model a deployment serves (for an optimized model: its original, which its
+    deletion goes through) from being deleted until this transaction commits; 422 on
+    ``model_id`` when there is no such model."""
+    try:
+        original_id = (
+            model_id
+            if model_type is ModelType.ORIGINAL
+            else (await get_optimized(session, owner_id, model_id)).original_model_id
+        )
+        await hold_model(session, owner_id, original_id)
+    except NotFoundError as exc:
+        raise InvalidFieldError(
+            "model_id", f"{exc.detail} (model_type {model_type.value!r})"
+        ) from None
+
+
 def _ensure_runner(context: ApiContext, target: Target | None) -> None:
     try:
         context.runners.for_target(target).check_available()
@@ -127,6 +148,7 @@ async def create_deployment(
     session: AsyncSession, context: ApiContext, owner_id: str, spec: DeploymentCreate
 ) -> DeploymentRow:
     target = resolve_target(spec, context.settings)
+    await hold_served_model(session, owner_id, spec.model_id, spec.model_type)
     location = await artifact_location(session, owner_id, spec.model_id, spec.model_type)
     _ensure_runner(context, target)  # before anything exists: nothing half-created
     if (target is None or target.cloud is not Cloud.LOCAL) and not is_object_url(location):
@@ -172,7 +194,8 @@ async def get_deployment(session: AsyncSession, owner_id: str, deployment_id: st
 
 async def list_deployments(
     session: AsyncSession, owner_id: str, *, limit: int, offset: int
-) -> list[DeploymentRow]:
+) -> tuple[list[DeploymentRow], int]:
+    """One page of the owner's deployments, newest first, and how many they have in all."""
     rows = await session.scalars(
         select(DeploymentRow)
         .where(DeploymentRow.owner_id == owner_id)
@@ -180,41 +203,53 @@ async def list_deployments(
         .limit(limit)
         .offset(offset)
     )
-    return list(rows)
+    total = await session.scalar(
+        select(func.count()).select_from(DeploymentRow).where(DeploymentRow.owner_id == owner_id)
+    )
+    return list(rows), int(total or 0)
 
 
 async def start_operation(
     session: AsyncSession,
     context: ApiContext,
-    owner_id: str,
-    deployment_id: str,
+    row: DeploymentRow,
     operation: Operation,
     changes: dict[str, Any] | None = None,
 ) -> DeploymentRow:
-    """Move the deployment into the operation's running status (409 if it may not start
-    from where it is) and queue the job that carries it out."""
-    row = await get_deployment(session, owner_id, deployment_id)
+    """Move the deployment, as ``row`` was read, into the operation's running status and queue
+    the job that carries it out. 409 if it may not start from its status, or if the deployment
+    changed since ``row`` was read (``changes`` were computed from that read)."""
     allowed, running = _TRANSITIONS[operation]
-    previous = row.status
+    previous, version = row.status, row.version
     if previous not in allowed:
-        raise ConflictError(_conflict_reason(deployment_id, previous, operation, allowed))
-    target = to_deployment(row).target
-    if operation is not Operation.DELETE:
-        _ensure_runner(context, target)
-    values: dict[str, Any] = {"status": running.value, "status_reason": None}
-    values.update(changes or {})
+        raise ConflictError(_conflict_reason(row.id, previous, operation, allowed))
+    # Deleting needs the engine too: without it the stack's resources could not be destroyed.
+    _ensure_runner(context, to_deployment(row).target)
+    values: dict[str, Any] = {
+        "status": running.value,
+        "status_reason": None,
+        "version": version + 1,
+        **(changes or {}),
+    }
     result = await session.execute(
         update(DeploymentRow)
-        .where(DeploymentRow.id == row.id, DeploymentRow.status == previous)
+        .where(
+            DeploymentRow.id == row.id,
+            DeploymentRow.status == previous,
+            DeploymentRow.version == version,
+        )
         .values(**values)
         .execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
-        raise ConflictError(f"deployment {deployment_id} changed meanwhile; retry")
+        raise ConflictError(
+            f"deployment {row.id} changed since it was read (another operation ran); read it "
+            "again and retry"
+        )
     job = add_job(
         session,
         JobKind.DEPLOY,
-        owner_id,
+        row.owner_id,
         row.id,
         operation=operation.value,
         previous_status=previous,

@@ -44,7 +44,8 @@ class DeploymentPlan:
     (``multi_cloud_enabled`` without a target)."""
     stack_name: str
     artifact_uri: str
-    """Where the model artifact lives in the artifact store (a path or an object-store URL)."""
+    """Where the model artifact lives in the artifact store (a path or an object-store URL);
+    empty for a deletion whose model is gone (destroying needs no artifact)."""
     artifact_path: Path | None
     """A local copy of the artifact, for the local target (``None`` for the clouds, which read
     ``artifact_uri`` themselves, and for deletions)."""
@@ -52,6 +53,10 @@ class DeploymentPlan:
     """Desired: scaled to zero (hibernated) rather than serving."""
     runtime: dict[str, Any] = field(default_factory=dict)
     """What the runner recorded at its last apply (stack name, local port...)."""
+    after_interruption: bool = False
+    """An earlier operation on this deployment may have died mid-way (this is a resumed
+    attempt, or the deployment had failed). A deployment runs one operation at a time, so an
+    engine lock such an operation left on the stack is stale and may be cleared."""
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,9 @@ class MockEngineRunner:
 
     async def destroy(self, plan: DeploymentPlan, on_event: EventSink) -> None:
         async with self._locks.setdefault(plan.stack_name, asyncio.Lock()):
+            # Built as the Automation API runner builds it for `pulumi destroy` (which never
+            # runs it), so a plan that real destroy could not take fails here too.
+            program_for(plan, self._settings, destroying=True)
             result = self._stacks.pop(plan.stack_name, None)
             for resource in reversed(result.resources if result else ()):
                 on_event(RunnerEvent("resource-done", f"delete {resource.type} {resource.name}"))

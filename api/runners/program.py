@@ -17,24 +17,31 @@ from api.runners.base import DeploymentPlan
 _PYTORCH_SUFFIXES = (".pt", ".pt2", ".pth")
 
 
-def program_for(plan: DeploymentPlan, settings: Settings) -> Callable[[], None]:
-    """An inline Pulumi program deploying the plan's one deployment."""
+# Stands for the model of a deployment being destroyed after its model was deleted: `pulumi
+# destroy` works from the stack's state and never runs the program, which only has to exist.
+MODEL_GONE_URI = "model-deleted://not-needed-to-destroy"
+
+
+def program_for(
+    plan: DeploymentPlan, settings: Settings, *, destroying: bool = False
+) -> Callable[[], None]:
+    """An inline Pulumi program deploying the plan's one deployment (``destroying``: for a
+    destroy, which needs no model, so a plan without ``artifact_uri`` is fine)."""
     from aideploy_iac.document import DeploymentDocument
     from stacks.config import DeploymentsConfig
     from stacks.programs import deployments
 
+    model_uri = plan.artifact_uri or (MODEL_GONE_URI if destroying else "")
     spec = plan.deployment.model_dump(include=set(DeploymentCreate.model_fields))
     document = DeploymentDocument.model_validate(
         {
             **spec,
-            "model_uri": plan.artifact_uri,
+            "model_uri": model_uri,
             "model_format": (
-                Framework.PYTORCH
-                if plan.artifact_uri.endswith(_PYTORCH_SUFFIXES)
-                else Framework.ONNX
+                Framework.PYTORCH if model_uri.endswith(_PYTORCH_SUFFIXES) else Framework.ONNX
             ),
             "hibernated": plan.hibernated,
-            **_usage_reporting(plan, settings),
+            **usage_reporting(plan, settings),
         }
     )
     config = DeploymentsConfig(image=settings.serving_image, deployments=[document])
@@ -45,7 +52,7 @@ def program_for(plan: DeploymentPlan, settings: Settings) -> Callable[[], None]:
     return program
 
 
-def _usage_reporting(plan: DeploymentPlan, settings: Settings) -> dict[str, str]:
+def usage_reporting(plan: DeploymentPlan, settings: Settings) -> dict[str, str]:
     """Cloud deployments report usage only when the API has an address they can reach
     (``api_public_url``): its own listening address is usually private to this host."""
     if not settings.api_public_url:

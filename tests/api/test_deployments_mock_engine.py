@@ -11,8 +11,11 @@ from typing import Any
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
+from sqlalchemy import delete
 
 from aideploy.settings import Settings
+from api.db.engine import Database
+from api.db.tables import ModelRow
 
 Client = AsyncTestClient[Litestar]
 BUSY = {"creating", "updating", "hibernating", "activating", "deleting"}
@@ -170,3 +173,24 @@ async def test_multi_cloud_without_target_is_placed_by_the_program(
     assert final["status"] == "failed"
     assert "no catalogued cloud can run this deployment" in final["status_reason"]
     assert "aws/us-east-1" in final["status_reason"]
+
+
+async def test_a_deployment_whose_model_is_gone_is_still_destroyed(
+    client: Client, alice: dict[str, str], upload: Any, settings: Settings
+) -> None:
+    """Destroying builds the program without the model (the mock engine builds it exactly as
+    the Automation API runner does for ``pulumi destroy``)."""
+    model_id = (await upload(alice)).json()["model_id"]
+    deployment_id = (
+        await client.post("/deployments", json=cloud_body(model_id), headers=alice)
+    ).json()["id"]
+    assert (await settle(client, alice, deployment_id))["status"] == "active"
+    database = Database(settings.effective_database_url)  # the app runs on its own loop
+    try:
+        async with database.session() as session:
+            await session.execute(delete(ModelRow).where(ModelRow.id == model_id))
+    finally:
+        await database.dispose()
+
+    assert (await client.delete(f"/deployments/{deployment_id}", headers=alice)).status_code == 202
+    assert await settle(client, alice, deployment_id) == {}

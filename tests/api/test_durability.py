@@ -1,4 +1,4 @@
-"""What survives a restart, what fails fast, and the Redis-backed queue."""
+"""What survives a restart, and what fails fast (the queues: test_job_queue.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from api.db.tables import JobRow, ModelRow, OptimizedModelRow, UserRow
 from api.runners.automation import AutomationRunner
 from api.runners.base import RunnerSet
 from api.runners.local import LocalRunner
+from api.runners.mock import MockEngineRunner
 
 Client = AsyncTestClient[Litestar]
 BUSY = {"creating", "updating", "hibernating", "activating", "deleting"}
@@ -102,9 +104,18 @@ async def test_local_deployments_come_back_after_a_restart(
         assert body["endpoint"] == endpoint
 
 
+def hide_pulumi_cli(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
+    """A host without the Pulumi CLI, whatever this machine has: nothing on PATH, empty home."""
+    for name in ("empty-path", "home"):
+        (folder / name).mkdir()
+    monkeypatch.setenv("PATH", str(folder / "empty-path"))
+    monkeypatch.setenv("HOME", str(folder / "home"))
+
+
 async def test_cloud_deployment_without_pulumi_cli_is_503_and_creates_nothing(
-    settings: Settings, onnx_model: Path
+    settings: Settings, onnx_model: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    hide_pulumi_cli(monkeypatch, tmp_path)
     async with AsyncTestClient(app=create_app(settings, runners=local_runners(settings))) as client:
         headers = await login(client)
         model_id = await upload_model(client, headers, onnx_model)
@@ -117,6 +128,42 @@ async def test_cloud_deployment_without_pulumi_cli_is_503_and_creates_nothing(
         assert "Pulumi CLI" in response.json()["detail"]
         assert "get.pulumi.com" in response.json()["detail"]
         assert (await client.get("/deployments", headers=headers)).json() == []
+
+
+async def test_deleting_a_cloud_deployment_without_the_cli_says_how_to_install_it(
+    settings: Settings, onnx_model: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Created while an engine was there (the mock engine), deleted after the API restarted on
+    a host without the CLI: a 503 with the install hint, nothing changed, and the deployment is
+    still there (active) to delete later."""
+    cloud = settings.model_copy(
+        update={
+            "serving_image": "registry.example.com/aideploy/serving:1",
+            "artifact_store_url": f"memory://aideploy-tests/{uuid.uuid4().hex}",
+        }
+    )
+    mocked = RunnerSet(local=LocalRunner(cloud), cloud=MockEngineRunner(cloud))
+    async with AsyncTestClient(app=create_app(cloud, runners=mocked)) as client:
+        headers = await login(client)
+        model_id = await upload_model(client, headers, onnx_model)
+        created = await client.post(
+            "/deployments",
+            json={"name": "cloudy", "model_id": model_id, "target": {"cloud": "aws"}},
+            headers=headers,
+        )
+        path = f"/deployments/{created.json()['id']}"
+        active = await wait_for(client, headers, path, lambda d: d["status"] not in BUSY)
+        assert active["status"] == "active", active
+
+    hide_pulumi_cli(monkeypatch, tmp_path)
+    async with AsyncTestClient(app=create_app(cloud, runners=local_runners(cloud))) as client:
+        headers = await login(client)
+        response = await client.delete(path, headers=headers)
+        assert response.status_code == 503, response.text
+        assert "get.pulumi.com" in response.json()["detail"]
+        kept = await client.get(path, headers=headers)
+        assert kept.status_code == 200
+        assert kept.json()["status"] == "active"
 
 
 async def _interrupted_optimization(settings: Settings, model: Path, attempts: int) -> str:
@@ -188,33 +235,6 @@ async def test_jobs_interrupted_too_often_fail_with_a_reason(
     assert status == "failed"
     assert reason is not None
     assert "interrupted 3 times" in reason
-
-
-@pytest.mark.redis
-async def test_the_redis_queue_runs_jobs(settings: Settings, onnx_model: Path) -> None:
-    import os
-
-    redis_url = os.environ.get("AIDEPLOY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-    redis = pytest.importorskip("redis.asyncio")
-    try:
-        await redis.from_url(redis_url).ping()
-    except OSError as exc:
-        pytest.skip(f"Redis not reachable at {redis_url}: {exc}")
-    queued = settings.model_copy(update={"redis_url": redis_url})
-    async with AsyncTestClient(app=create_app(queued, runners=local_runners(queued))) as client:
-        headers = await login(client)
-        model_id = await upload_model(client, headers, onnx_model)
-        response = await client.post(
-            f"/models/{model_id}/optimize", json={"method": "graph"}, headers=headers
-        )
-        assert response.status_code == 202
-        rows = await wait_for(
-            client,
-            headers,
-            f"/models/{model_id}/optimized",
-            lambda rows: rows and rows[0]["status"] != "optimizing",
-        )
-        assert rows[0]["status"] == "completed", rows
 
 
 async def test_events_stream_as_server_sent_events(settings: Settings, onnx_model: Path) -> None:
