@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from aideploy.settings import Settings
@@ -12,6 +13,7 @@ from api.auth.tokens import TokenSigner
 from api.db.engine import Database
 from api.jobs.queue import JobQueue
 from api.runners.base import RunnerSet
+from api.security import Redactor
 from api.storage import ArtifactStore
 
 
@@ -27,6 +29,11 @@ class ApiContext:
     stopping: threading.Event = field(default_factory=threading.Event)
     """Set at shutdown: blocking work (the optimizer) stops at its next checkpoint, and the
     interrupted job resumes at the next start-up."""
+
+    @cached_property
+    def redactor(self) -> Redactor:
+        """Masks secrets in text that leaves the process (logs, failure reasons)."""
+        return Redactor.for_settings(self.settings)
 
     @property
     def staging_dir(self) -> Path:

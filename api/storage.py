@@ -7,7 +7,11 @@ that need a file (the optimizer, a local deployment) ask for :meth:`ArtifactStor
 
 from __future__ import annotations
 
+import os
 import shutil
+import time
+import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,6 +28,9 @@ class ArtifactStore(Protocol):
     def delete_prefix(self, key: str) -> None:
         """Remove everything stored under ``key`` (a model and all it derived)."""
 
+    def modification_times(self, key: str) -> dict[str, float]:
+        """Every file stored under ``key``: its key and when it was written (epoch seconds)."""
+
 
 class LocalArtifactStore:
     def __init__(self, root: Path) -> None:
@@ -31,20 +38,37 @@ class LocalArtifactStore:
         self.root.mkdir(parents=True, exist_ok=True)
 
     def put(self, source: Path, key: str) -> str:
+        """A rename on the same filesystem; across filesystems a copy into a hidden temporary
+        name first, renamed once complete, so a failed copy (a full disk) leaves nothing."""
         target = self._resolve(key)
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(source, target)
+        partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
+        try:
+            shutil.move(source, partial)
+            if target.is_dir():  # put again (a resumed job): the new content replaces it
+                remove_path(target)
+            os.replace(partial, target)
+        except BaseException:
+            remove_path(partial)
+            raise
         return str(target)
 
     def local_path(self, location: str) -> Path:
         return Path(location)
 
     def delete_prefix(self, key: str) -> None:
-        target = self._resolve(key)
-        if target.is_dir():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
+        remove_path(self._resolve(key))
+
+    def modification_times(self, key: str) -> dict[str, float]:
+        times = {}
+        for folder, _, files in os.walk(self._resolve(key)):
+            for name in files:
+                path = Path(folder, name)
+                try:
+                    times[path.relative_to(self.root).as_posix()] = path.stat().st_mtime
+                except FileNotFoundError:  # removed meanwhile
+                    continue
+        return times
 
     def _resolve(self, key: str) -> Path:
         target = (self.root / key).resolve()
@@ -95,9 +119,41 @@ class ObjectArtifactStore:
         location = f"{self.url}/{key}"
         if self.fs.exists(location):
             self.fs.rm(location, recursive=True)
-        cached = self.cache_dir / key
-        if cached.is_dir():
-            shutil.rmtree(cached)
+        remove_path(self.cache_dir / key)
+
+    def modification_times(self, key: str) -> dict[str, float]:
+        base = self.fs._strip_protocol(self.url).rstrip("/") + "/"
+        found: dict[str, Any] = self.fs.find(f"{self.url}/{key}", detail=True)
+        return {
+            path.removeprefix(base): _written_at(info)
+            for path, info in found.items()
+            if info.get("type") != "directory"
+        }
+
+
+def _written_at(info: dict[str, Any]) -> float:
+    """When an object was written, from whichever field its filesystem reports (S3, GCS,
+    Azure, memory); now when none does, so an object of unknown age is never taken as old."""
+    for field in ("mtime", "LastModified", "last_modified", "updated", "created"):
+        value = info.get(field)
+        if isinstance(value, int | float):
+            return float(value)
+        if isinstance(value, datetime):
+            return value.timestamp()
+        if isinstance(value, str):
+            try:
+                return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                continue
+    return time.time()
+
+
+def remove_path(path: Path) -> None:
+    """Remove a file or a folder tree; nothing when it does not exist."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def is_object_url(url: str) -> bool:

@@ -36,19 +36,24 @@ class AuthController(Controller):
         db_session: NamedDependency[AsyncSession],
         context: NamedDependency[ApiContext],
     ) -> AccessToken:
-        """Issue a token for valid credentials; repeated failures are throttled (429)."""
-        client = request.client.host if request.client else "unknown"
-        keys = (f"user:{data.username}", f"ip:{client}")
-        wait = context.login_limiter.retry_after(*keys)
+        """Issue a token for valid credentials; repeated failures from one client address are
+        throttled (429), for that address only."""
+        address = request.client.host if request.client else "unknown"
+        limiter = context.login_limiter
+        wait = limiter.retry_after(data.username, address)
         if wait:
             raise TooManyRequestsError(
                 f"too many failed login attempts; retry in {wait} seconds", wait
             )
-        user = await authenticate(db_session, data.username, data.password)
+        limiter.record_attempt(data.username, address)
+        try:
+            user = await authenticate(db_session, data.username, data.password)
+        except BaseException:
+            limiter.take_back(data.username, address)
+            raise
         if user is None:
-            context.login_limiter.record_failure(*keys)
             raise NotAuthorizedException("invalid username or password")
-        context.login_limiter.reset(f"user:{data.username}")
+        limiter.succeeded(data.username, address)
         token, claims = context.signer.sign(user.id)
         return AccessToken(token=token, expires_at=claims.expires_at)
 

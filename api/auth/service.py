@@ -1,9 +1,14 @@
-"""User accounts: argon2 password hashes, creation, authentication, the bootstrap admin."""
+"""User accounts: argon2 password hashes, creation, authentication, the bootstrap admin.
+
+argon2 is slow on purpose (tens of milliseconds of CPU and memory per hash): every hash and
+verification runs in a worker thread, so a login never stalls the other requests.
+"""
 
 from __future__ import annotations
 
 import re
 
+import anyio.to_thread
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select
@@ -24,8 +29,15 @@ class UserExistsError(InputError):
     pass
 
 
-def hash_password(password: str) -> str:
-    return _hasher.hash(password)
+async def hash_password(password: str) -> str:
+    return await anyio.to_thread.run_sync(_hasher.hash, password)
+
+
+def _matches(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
 
 
 def check_new_credentials(username: str, password: str) -> None:
@@ -43,7 +55,9 @@ async def create_user(
     check_new_credentials(username, password)
     if await session.scalar(select(UserRow.id).where(UserRow.username == username)):
         raise UserExistsError(f"username: user {username!r} already exists")
-    user = UserRow(username=username, password_hash=hash_password(password), is_admin=is_admin)
+    user = UserRow(
+        username=username, password_hash=await hash_password(password), is_admin=is_admin
+    )
     session.add(user)
     await session.flush()
     return user
@@ -52,14 +66,11 @@ async def create_user(
 async def authenticate(session: AsyncSession, username: str, password: str) -> UserRow | None:
     """The user when the password matches, else ``None`` (same cost either way)."""
     user = await session.scalar(select(UserRow).where(UserRow.username == username))
-    try:
-        _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
-    except (VerificationError, InvalidHashError):
-        return None
-    if user is None:
+    stored = user.password_hash if user else _DUMMY_HASH
+    if not await anyio.to_thread.run_sync(_matches, stored, password) or user is None:
         return None
     if _hasher.check_needs_rehash(user.password_hash):
-        user.password_hash = hash_password(password)
+        user.password_hash = await hash_password(password)
     return user
 
 

@@ -77,7 +77,9 @@ class TokenSigner:
 
     def verify(self, token: str) -> TokenClaims:
         body, dot, signature = token.partition(".")
-        if not dot or not hmac.compare_digest(signature, self._signature(body)):
+        # Bytes: compare_digest refuses non-ASCII text, and a header may carry any Latin-1.
+        expected = self._signature(body).encode()
+        if not dot or not hmac.compare_digest(signature.encode("utf-8", "replace"), expected):
             raise InvalidTokenError("bad signature")
         try:
             payload = json.loads(_b64decode(body))
@@ -89,4 +91,6 @@ class TokenSigner:
         return claims
 
     def _signature(self, body: str) -> str:
-        return _b64encode(hmac.new(self._key, body.encode(), hashlib.sha256).digest())
+        return _b64encode(
+            hmac.new(self._key, body.encode("utf-8", "replace"), hashlib.sha256).digest()
+        )

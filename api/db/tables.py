@@ -101,6 +101,8 @@ class DeploymentRow(_Timestamps, Base):
     status_reason: Mapped[str | None] = mapped_column(Text, default=None)
     runtime: Mapped[dict[str, Any]] = mapped_column(default=dict)
     """What the runner needs to find the deployment again (stack name, local port...)."""
+    version: Mapped[int] = mapped_column(default=0, server_default="0")
+    """Bumped by every accepted operation: a change computed from an older read is refused."""
 
 
 class DeploymentEventRow(Base):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, delete, get, post, put
@@ -16,7 +16,7 @@ from aideploy.schema import Deployment, DeploymentCreate, DeploymentUpdate, Mess
 from api.auth.middleware import CurrentUser
 from api.context import ApiContext
 from api.db.tables import DeploymentEventRow, DeploymentRow
-from api.dependencies import Limit, Offset
+from api.dependencies import PAGE_HEADERS, Page
 from api.deployments import service
 from api.deployments.schemas import DeploymentEvent
 from api.deployments.service import BUSY, Operation
@@ -40,19 +40,24 @@ class DeploymentController(Controller):
     path = "/deployments"
     tags = ["deployments"]
 
-    @get(operation_id="ListDeployments", responses=documented_errors(401, 422))
+    @get(
+        operation_id="ListDeployments",
+        responses=documented_errors(401, 422),
+        response_headers=PAGE_HEADERS,
+    )
     async def list_deployments(
         self,
+        request: Request[CurrentUser, Any, Any],
         db_session: NamedDependency[AsyncSession],
         current_user: NamedDependency[CurrentUser],
-        limit: Limit = 100,
-        offset: Offset = 0,
-    ) -> list[Deployment]:
-        """The caller's deployments, newest first."""
-        rows = await service.list_deployments(
-            db_session, current_user.id, limit=limit, offset=offset
+        page: NamedDependency[Page],
+    ) -> Response[Sequence[Deployment]]:
+        """The caller's deployments, newest first, a page at a time (``X-Total-Count`` and
+        ``Link`` headers tell what else there is)."""
+        rows, total = await service.list_deployments(
+            db_session, current_user.id, limit=page.limit, offset=page.offset
         )
-        return [service.to_deployment(row) for row in rows]
+        return page.respond(request, [service.to_deployment(row) for row in rows], total)
 
     @get(
         "/{deployment_id:str}", operation_id="GetDeployment", responses=documented_errors(401, 404)
@@ -102,9 +107,7 @@ class DeploymentController(Controller):
         applied (409 while another operation runs)."""
         row = await service.get_deployment(db_session, current_user.id, deployment_id)
         changes = service.updated_spec(row, data)
-        row = await service.start_operation(
-            db_session, context, current_user.id, deployment_id, Operation.UPDATE, changes
-        )
+        row = await service.start_operation(db_session, context, row, Operation.UPDATE, changes)
         return service.to_deployment(row)
 
     @delete(
@@ -121,9 +124,8 @@ class DeploymentController(Controller):
         context: NamedDependency[ApiContext],
     ) -> Message:
         """Destroy the deployment's resources and stack; it disappears once done."""
-        await service.start_operation(
-            db_session, context, current_user.id, deployment_id, Operation.DELETE
-        )
+        row = await service.get_deployment(db_session, current_user.id, deployment_id)
+        await service.start_operation(db_session, context, row, Operation.DELETE)
         return Message(message=f"Deployment {deployment_id} is being deleted")
 
     @post(
@@ -140,9 +142,8 @@ class DeploymentController(Controller):
         context: NamedDependency[ApiContext],
     ) -> Message:
         """Scale to zero: ``hibernating`` then ``hibernated``; the endpoint is kept."""
-        await service.start_operation(
-            db_session, context, current_user.id, deployment_id, Operation.HIBERNATE
-        )
+        row = await service.get_deployment(db_session, current_user.id, deployment_id)
+        await service.start_operation(db_session, context, row, Operation.HIBERNATE)
         return Message(message=f"Deployment {deployment_id} is hibernating")
 
     @post(
@@ -159,9 +160,8 @@ class DeploymentController(Controller):
         context: NamedDependency[ApiContext],
     ) -> Message:
         """Wake a hibernated deployment: ``activating`` then ``active`` on the same endpoint."""
-        await service.start_operation(
-            db_session, context, current_user.id, deployment_id, Operation.ACTIVATE
-        )
+        row = await service.get_deployment(db_session, current_user.id, deployment_id)
+        await service.start_operation(db_session, context, row, Operation.ACTIVATE)
         return Message(message=f"Deployment {deployment_id} is activating")
 
     @get(
@@ -177,7 +177,10 @@ class DeploymentController(Controller):
         db_session: NamedDependency[AsyncSession],
         current_user: NamedDependency[CurrentUser],
         context: NamedDependency[ApiContext],
-        after: Annotated[int, Parameter(ge=0, description="Only events after this id.")] = 0,
+        after: Annotated[
+            # Event ids are 32-bit integers on PostgreSQL.
+            int, Parameter(ge=0, le=2**31 - 1, description="Only events after this id.")
+        ] = 0,
         operation_id: Annotated[
             str | None, Parameter(description="Only this operation's events.")
         ] = None,

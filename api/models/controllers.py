@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from litestar import Controller, Request, delete, get, post
+from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import NamedDependency
 from litestar.openapi.spec import (
     OpenAPIFormat,
@@ -22,7 +24,7 @@ from aideploy.schema import Framework, Message, Model, ModelUploadResponse
 from api.auth.middleware import CurrentUser
 from api.context import ApiContext
 from api.db.tables import new_id
-from api.dependencies import Limit, Offset
+from api.dependencies import PAGE_HEADERS, Page
 from api.errors import documented_errors
 from api.models import service
 from api.models.upload import receive_model_upload
@@ -54,17 +56,24 @@ class ModelController(Controller):
     path = "/models"
     tags = ["models"]
 
-    @get(operation_id="ListModels", responses=documented_errors(401, 422))
+    @get(
+        operation_id="ListModels",
+        responses=documented_errors(401, 422),
+        response_headers=PAGE_HEADERS,
+    )
     async def list_models(
         self,
+        request: Request[CurrentUser, Any, Any],
         db_session: NamedDependency[AsyncSession],
         current_user: NamedDependency[CurrentUser],
-        limit: Limit = 100,
-        offset: Offset = 0,
-    ) -> list[Model]:
-        """The caller's models, newest first."""
-        rows = await service.list_models(db_session, current_user.id, limit=limit, offset=offset)
-        return [service.to_model(row) for row in rows]
+        page: NamedDependency[Page],
+    ) -> Response[Sequence[Model]]:
+        """The caller's models, newest first, a page at a time (``X-Total-Count`` and ``Link``
+        headers tell what else there is)."""
+        rows, total = await service.list_models(
+            db_session, current_user.id, limit=page.limit, offset=page.offset
+        )
+        return page.respond(request, [service.to_model(row) for row in rows], total)
 
     @get("/{model_id:str}", operation_id="GetModel", responses=documented_errors(401, 404))
     async def get_model(
@@ -93,12 +102,12 @@ class ModelController(Controller):
         """Upload a model (form fields ``name``, ``framework``, ``version``, ``metadata``,
         ``file``). The file is streamed to disk, hashed, size-limited and validated before it
         is accepted."""
-        staging = context.staging_dir / f"upload-{new_id()}"
-        upload = await receive_model_upload(request, staging, context.settings.max_upload_bytes)
+        folder = context.staging_dir / f"upload-{new_id()}"
+        upload = await receive_model_upload(request, folder, context.settings.max_upload_bytes)
         try:
             row = await service.create_model(db_session, context.store, current_user.id, upload)
         finally:
-            staging.unlink(missing_ok=True)
+            shutil.rmtree(folder, ignore_errors=True)
         return ModelUploadResponse(
             model_id=row.id,
             name=row.name,
@@ -122,5 +131,7 @@ class ModelController(Controller):
         context: NamedDependency[ApiContext],
     ) -> Message:
         """Delete a model with its optimized versions and artifacts (409 while deployed)."""
-        await service.delete_model(db_session, context.store, current_user.id, model_id)
+        await service.delete_model(
+            db_session, context.store, context.settings.data_dir, current_user.id, model_id
+        )
         return Message(message=f"Model {model_id} deleted successfully")

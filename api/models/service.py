@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+import re
+from pathlib import Path, PurePosixPath
 from typing import Any
 
+import anyio
 import anyio.to_thread
 from pydantic import ValidationError
 from sqlalchemy import func, select
@@ -13,22 +15,26 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from aideploy.errors import InputError
 from aideploy.schema import (
-    DeploymentStatus,
     Framework,
     Model,
     ModelType,
     ModelUploadForm,
     OptimizationStatus,
 )
+from api.db.locks import lock_row
 from api.db.tables import DeploymentRow, ModelRow, OptimizedModelRow, new_id
 from api.errors import ConflictError, InvalidFieldError, NotFoundError, ServiceUnavailableError
 from api.models.inspection import InspectionError, inspect_uploaded_model
+from api.models.orphans import remove_work_folders
 from api.models.upload import StagedUpload
+from api.security import control_character_field
 from api.storage import ArtifactStore
 
 log = logging.getLogger("aideploy.api.models")
 
-_LIVE = [s.value for s in DeploymentStatus if s is not DeploymentStatus.FAILED]
+RECORDED_METADATA = ("sha256", "size_bytes", "filename", "signature")
+"""``metadata`` keys the server records on every upload; a client's own metadata cannot use them."""
+_UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]+")
 # The formats each declared framework may arrive as; a TensorFlow model arrives as ONNX.
 _FORMATS_BY_FRAMEWORK = {
     Framework.ONNX: {"onnx"},
@@ -61,15 +67,35 @@ def parse_upload_form(fields: dict[str, str]) -> ModelUploadForm:
     if unknown:
         raise InvalidFieldError(unknown[0], "unknown form field")
     try:
-        return ModelUploadForm.model_validate(fields)
+        form = ModelUploadForm.model_validate(fields)
     except ValidationError as exc:
         raise InvalidFieldError.from_validation(exc) from None
+    bad = control_character_field(form.model_dump(mode="json"), "form")
+    if bad:
+        raise InvalidFieldError(bad.removeprefix("form."), "must not contain control characters")
+    taken = [key for key in RECORDED_METADATA if key in form.metadata]
+    if taken:
+        raise InvalidFieldError(
+            f"metadata.{taken[0]}",
+            f"is recorded by the server on upload ({', '.join(RECORDED_METADATA)}); "
+            "use another key",
+        )
+    return form
 
 
-async def inspect_upload(path: Path, framework: Framework) -> dict[str, Any]:
-    """Validate the file with ``optimizer.inspect_model``; 422 naming the field if unfit."""
+def stored_filename(uploaded: str) -> str:
+    """The upload's file name as the store keeps it: its last path component, in letters,
+    digits and ``._-`` (the name is part of a storage key and of ``metadata.filename``)."""
+    name = PurePosixPath(uploaded.replace("\\", "/")).name
+    return _UNSAFE_FILENAME.sub("_", name).strip("._")[:128] or "model"
+
+
+async def inspect_upload(upload: StagedUpload, framework: Framework) -> dict[str, Any]:
+    """Validate the file with ``optimizer.inspect_model``; 422 naming the field if unfit. The
+    file is alone in its private staging folder, so a model whose tensors point at external
+    data files is refused: there is nothing beside it to read."""
     try:
-        described = await inspect_uploaded_model(path)
+        described = await inspect_uploaded_model(upload.path)
     except InputError as exc:
         raise InvalidFieldError("file", str(exc)) from None
     except InspectionError as exc:  # the checker failed, not the model: try again later
@@ -90,21 +116,23 @@ async def create_model(
     owner_id: str,
     upload: StagedUpload,
 ) -> ModelRow:
-    """Validate the staged upload and move it into the store; the row records where."""
+    """Validate the staged upload, write its row, move the file into the store, commit.
+
+    The file moves only once the row has been written (so a value the database refuses leaves
+    nothing behind), and its key is removed again if the move or the commit fails. Only a crash
+    between the move and the commit can leave a file without a row: the start-up sweep
+    (:mod:`api.models.orphans`) removes those."""
     form = parse_upload_form(upload.fields)
-    signature = await inspect_upload(upload.path, form.framework)
+    signature = await inspect_upload(upload, form.framework)
     model_id = new_id()
-    filename = Path(upload.filename).name or "model"
-    location = await anyio.to_thread.run_sync(
-        store.put, upload.path, f"{model_key(model_id)}/original/{filename}"
-    )
+    filename = stored_filename(upload.filename)
     row = ModelRow(
         id=model_id,
         owner_id=owner_id,
         name=form.name,
         framework=form.framework.value,
         version=form.version,
-        storage_path=location,
+        storage_path="",
         sha256=upload.sha256,
         size_bytes=upload.size,
         metadata_={
@@ -117,12 +145,23 @@ async def create_model(
     )
     session.add(row)
     await session.flush()
+    key = model_key(model_id)
+    try:
+        row.storage_path = await anyio.to_thread.run_sync(
+            store.put, upload.path, f"{key}/original/{filename}"
+        )
+        await session.commit()
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(store.delete_prefix, key)
+        raise
     return row
 
 
 async def list_models(
     session: AsyncSession, owner_id: str, *, limit: int, offset: int
-) -> list[ModelRow]:
+) -> tuple[list[ModelRow], int]:
+    """One page of the owner's models, newest first, and how many they have in all."""
     query = (
         select(ModelRow)
         .where(ModelRow.owner_id == owner_id)
@@ -130,7 +169,11 @@ async def list_models(
         .limit(limit)
         .offset(offset)
     )
-    return list(await session.scalars(query))
+    rows = list(await session.scalars(query))
+    total = await session.scalar(
+        select(func.count()).select_from(ModelRow).where(ModelRow.owner_id == owner_id)
+    )
+    return rows, int(total or 0)
 
 
 async def get_model(session: AsyncSession, owner_id: str, model_id: str) -> ModelRow:
@@ -142,10 +185,27 @@ async def get_model(session: AsyncSession, owner_id: str, model_id: str) -> Mode
     return row
 
 
+async def hold_model(session: AsyncSession, owner_id: str, model_id: str) -> None:
+    """Keep the model from being deleted until this transaction ends (404 if it is gone).
+    Whatever starts using a model (a deployment, an optimization) holds it first, and
+    :func:`delete_model` locks it exclusively before it checks for users: one of the two waits
+    for the other, so a model is never deleted under a new user."""
+    if not await lock_row(
+        session, ModelRow, ModelRow.id == model_id, ModelRow.owner_id == owner_id, shared=True
+    ):
+        raise NotFoundError(f"model {model_id} not found")
+
+
 async def delete_model(
-    session: AsyncSession, store: ArtifactStore, owner_id: str, model_id: str
+    session: AsyncSession, store: ArtifactStore, data_dir: Path, owner_id: str, model_id: str
 ) -> None:
-    """Delete the model, its optimized children and their artifacts (409 while deployed)."""
+    """Delete the model, its optimized children and their artifacts. 409 while any deployment
+    uses it or one of its optimized versions, whatever the deployment's status: a failed
+    deployment's resources can only be destroyed while its model is there."""
+    if not await lock_row(
+        session, ModelRow, ModelRow.id == model_id, ModelRow.owner_id == owner_id, shared=False
+    ):
+        raise NotFoundError(f"model {model_id} not found")
     row = await get_model(session, owner_id, model_id)
     children = select(OptimizedModelRow.id).where(OptimizedModelRow.original_model_id == model_id)
     in_use = await session.scalar(
@@ -153,7 +213,6 @@ async def delete_model(
         .select_from(DeploymentRow)
         .where(
             DeploymentRow.owner_id == owner_id,
-            DeploymentRow.status.in_(_LIVE),
             (
                 (DeploymentRow.model_type == ModelType.ORIGINAL.value)
                 & (DeploymentRow.model_id == model_id)
@@ -166,7 +225,8 @@ async def delete_model(
     )
     if in_use:
         raise ConflictError(
-            f"model {model_id} is used by {in_use} live deployment(s); delete them first"
+            f"model {model_id} is used by {in_use} deployment(s) (in any status, failed ones "
+            "too); delete them first"
         )
     running = await session.scalar(
         select(func.count())
@@ -180,6 +240,8 @@ async def delete_model(
         raise ConflictError(
             f"model {model_id} is being optimized; wait for the optimization to end"
         )
+    derived = list(await session.scalars(children))
     await session.delete(row)
     await session.commit()  # the artifacts go only once the rows are gone for good
     await anyio.to_thread.run_sync(store.delete_prefix, model_key(model_id))
+    await anyio.to_thread.run_sync(remove_work_folders, data_dir, [model_id, *derived])

@@ -9,6 +9,8 @@ thread), the size limit is enforced while the bytes arrive, and a failed upload 
 from __future__ import annotations
 
 import hashlib
+import secrets
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -79,23 +81,30 @@ class _StagingFile:
 
 
 async def receive_model_upload(
-    request: Request[Any, Any, Any], staging_path: Path, max_bytes: int
+    request: Request[Any, Any, Any], folder: Path, max_bytes: int
 ) -> StagedUpload:
-    """Read the form; the ``file`` part lands at ``staging_path`` (removed again on error)."""
+    """Read the form; the ``file`` part lands in ``folder``, a new private folder (0700) that
+    holds nothing else, under a random name: a model file that points at "external data" finds
+    nothing there to read. The folder is removed again on error; on success the caller removes
+    it once the file has moved into the store."""
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
     if content_type != "multipart/form-data" or not options.get("boundary"):
         raise ApiError("Content-Type must be multipart/form-data with a boundary")
-    declared = int(request.headers.get("content-length") or -1)
+    try:
+        declared = int(request.headers.get("content-length") or -1)
+    except ValueError:
+        raise ApiError("Content-Length must be a number of bytes") from None
     if declared > max_bytes + _FORM_OVERHEAD:
         raise PayloadTooLargeError(
             f"file: the request ({declared} bytes) exceeds the upload limit of {max_bytes} bytes "
             f"(max_upload_bytes)"
         )
-    staging_path.parent.mkdir(parents=True, exist_ok=True)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(mode=0o700)
     try:
-        return await _parse(request, options["boundary"], staging_path, max_bytes)
+        return await _parse(request, options["boundary"], folder / secrets.token_hex(8), max_bytes)
     except BaseException:
-        staging_path.unlink(missing_ok=True)
+        shutil.rmtree(folder, ignore_errors=True)
         raise
 
 

@@ -16,6 +16,7 @@ import anyio.to_thread
 from aideploy.schema import OptimizationRequest, OptimizationStatus
 from api.context import ApiContext
 from api.db.tables import JobRow, ModelRow, OptimizedModelRow
+from api.models.orphans import remove_work_folders
 from api.models.service import model_key
 
 log = logging.getLogger("aideploy.api.optimizations")
@@ -100,11 +101,16 @@ class OptimizationJobHandler:
             )
 
     async def fail(self, context: ApiContext, job: JobRow, reason: str) -> None:
+        """Record the reason (secrets masked: it may quote an exception) and drop the work
+        folder of the failed run."""
         async with context.database.session() as session:
             row = await session.get(OptimizedModelRow, job.subject_id)
             if row is not None:
                 row.status = OptimizationStatus.FAILED.value
-                row.status_reason = reason
+                row.status_reason = context.redactor(reason)
+        await anyio.to_thread.run_sync(
+            remove_work_folders, context.settings.data_dir, [job.subject_id]
+        )
 
 
 def _relative(path: Path, folder: Path) -> str:

@@ -16,7 +16,7 @@ from api.context import ApiContext
 from api.db.tables import OptimizedModelRow
 from api.errors import NotFoundError
 from api.jobs.queue import JobKind, add_job
-from api.models.service import get_model
+from api.models.service import get_model, hold_model
 
 
 def to_optimized_model(row: OptimizedModelRow) -> OptimizedModel:
@@ -53,8 +53,9 @@ async def start_optimization(
     model_id: str,
     request: OptimizationRequest,
 ) -> OptimizedModelRow:
-    """Record the optimized model as ``optimizing`` and queue the job that produces it."""
-    await get_model(session, owner_id, model_id)
+    """Record the optimized model as ``optimizing`` and queue the job that produces it (the
+    model is held meanwhile: it cannot be deleted between the check and the insert)."""
+    await hold_model(session, owner_id, model_id)
     row = OptimizedModelRow(
         owner_id=owner_id,
         original_model_id=model_id,

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import onnx
 import pytest
@@ -33,10 +34,31 @@ BOB = ("bob", "bob-password-1")
 Client = AsyncTestClient[Litestar]
 
 
-def _postgres_admin_url() -> str:
-    import os
+REDIS_URL = "redis://127.0.0.1:6379/0"
 
+
+def _postgres_admin_url() -> str:
     return os.environ.get(f"{ENV_PREFIX}TEST_POSTGRES_URL", POSTGRES_ADMIN_URL)
+
+
+def service_missing(what: str) -> NoReturn:
+    """A service the suite needs is unreachable: a skip on a developer's machine, a failure in
+    CI (``CI=true``), where a skip would let a run that tested nothing pass."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{what} (CI=true: the service must be there)", pytrace=False)
+    pytest.skip(what)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The Redis of the tests (``AIDEPLOY_TEST_REDIS_URL``), checked reachable."""
+    redis = pytest.importorskip("redis")
+    url = os.environ.get(f"{ENV_PREFIX}TEST_REDIS_URL", REDIS_URL)
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        service_missing(f"Redis not reachable at {url}: {exc}")
+    return url
 
 
 @pytest.fixture(autouse=True)
@@ -64,7 +86,7 @@ def postgres_database() -> Iterator[str]:
     try:
         asyncio.run(run(f'CREATE DATABASE "{name}"'))
     except (OSError, asyncpg.PostgresError) as exc:
-        pytest.skip(f"PostgreSQL not reachable at {admin_url}: {exc}")
+        service_missing(f"PostgreSQL not reachable at {admin_url}: {exc}")
     base = admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
     try:
         yield f"{base}/{name}"
@@ -75,7 +97,7 @@ def postgres_database() -> Iterator[str]:
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def database_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
     """``None`` (the default SQLite file in the data dir) or the session's PostgreSQL database,
-    emptied after each test."""
+    emptied after each test (every table but the migration version)."""
     if request.param == "sqlite":
         yield None
         return
@@ -86,11 +108,13 @@ def database_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
     async def truncate() -> None:
         connection = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
         try:
-            if await connection.fetchval("SELECT to_regclass('users')") is not None:
-                await connection.execute(
-                    "TRUNCATE users, models, optimized_models, deployments, deployment_events, "
-                    "jobs CASCADE"
-                )
+            tables = await connection.fetch(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                "AND tablename <> 'alembic_version'"
+            )
+            if tables:
+                names = ", ".join(f'"{table["tablename"]}"' for table in tables)
+                await connection.execute(f"TRUNCATE {names} CASCADE")
         finally:
             await connection.close()
 

@@ -13,7 +13,11 @@ from typing import Any
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
+from sqlalchemy import update
 
+from aideploy.settings import Settings
+from api.db.engine import Database
+from api.db.tables import DeploymentRow
 from api.runners import local as local_module
 from api.runners.base import RunnerSet
 from api.runners.local import LocalRunner
@@ -309,3 +313,32 @@ async def test_several_instances_behind_one_endpoint(
     await client.delete(f"/deployments/{deployment_id}", headers=alice)
     assert await settle(client, alice, deployment_id) == {}
     assert not reachable(active["endpoint"])
+
+
+async def test_a_deployment_in_any_status_holds_its_model(
+    client: Client, alice: dict[str, str], upload: Any, settings: Settings
+) -> None:
+    """A failed deployment still has resources to destroy, which needs its model: the model
+    cannot be deleted until the deployment is gone."""
+    model_id = (await upload(alice)).json()["model_id"]
+    deployment_id = (
+        await client.post("/deployments", json=local_body(model_id), headers=alice)
+    ).json()["id"]
+    assert (await settle(client, alice, deployment_id))["status"] == "active"
+    database = Database(settings.effective_database_url)
+    try:
+        async with database.session() as session:
+            await session.execute(
+                update(DeploymentRow)
+                .where(DeploymentRow.id == deployment_id)
+                .values(status="failed", status_reason="create failed: for this test")
+            )
+    finally:
+        await database.dispose()
+
+    refused = await client.delete(f"/models/{model_id}", headers=alice)
+    assert refused.status_code == 409, refused.text
+    assert "used by 1 deployment" in refused.json()["detail"]
+    assert (await client.delete(f"/deployments/{deployment_id}", headers=alice)).status_code == 202
+    assert await settle(client, alice, deployment_id) == {}
+    assert (await client.delete(f"/models/{model_id}", headers=alice)).status_code == 200

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from aideploy.settings import Settings
+from api.context import ApiContext
+from api.dependencies import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from api.models import inspection
 
 Client = AsyncTestClient[Litestar]
@@ -109,15 +114,82 @@ async def test_delete_removes_row_and_artifacts(
     assert (await client.get(f"/models/{created['model_id']}", headers=alice)).status_code == 404
 
 
-async def test_list_is_paginated(client: Client, alice: dict[str, str], upload: Any) -> None:
+async def test_list_is_paginated_and_says_so(
+    client: Client, alice: dict[str, str], upload: Any
+) -> None:
     for index in range(3):
         assert (await upload(alice, name=f"m{index}")).status_code == 201
-    page = (await client.get("/models", params={"limit": 2}, headers=alice)).json()
-    assert [model["name"] for model in page] == ["m2", "m1"]
-    rest = (await client.get("/models", params={"limit": 2, "offset": 2}, headers=alice)).json()
-    assert [model["name"] for model in rest] == ["m0"]
+    everything = await client.get("/models", headers=alice)
+    assert [model["name"] for model in everything.json()] == ["m2", "m1", "m0"]
+    assert everything.headers["x-total-count"] == "3"
+    assert "link" not in everything.headers, "one page holds everything"
+
+    first = await client.get("/models", params={"limit": 2}, headers=alice)
+    assert [model["name"] for model in first.json()] == ["m2", "m1"]
+    assert first.headers["x-total-count"] == "3"
+    assert first.headers["link"] == '<http://testserver.local/models?limit=2&offset=2>; rel="next"'
+
+    rest = await client.get("/models", params={"limit": 2, "offset": 2}, headers=alice)
+    assert [model["name"] for model in rest.json()] == ["m0"]
+    assert rest.headers["x-total-count"] == "3"
+    assert rest.headers["link"] == '<http://testserver.local/models?limit=2&offset=0>; rel="prev"'
     bad = await client.get("/models", params={"limit": 0}, headers=alice)
-    assert bad.status_code in (400, 422)
+    assert bad.status_code == 422
+    assert bad.json()["errors"][0]["field"] == "limit"
+    too_many = await client.get("/models", params={"limit": MAX_PAGE_SIZE + 1}, headers=alice)
+    assert too_many.status_code == 422
+
+
+async def test_the_paging_is_documented(client: Client) -> None:
+    paths = (await client.get("/schema/openapi.json")).json()["paths"]
+    for path in ("/models", "/deployments"):
+        listing = paths[path]["get"]
+        [limit] = [p for p in listing["parameters"] if p["name"] == "limit"]
+        assert limit["schema"]["default"] == DEFAULT_PAGE_SIZE
+        assert limit["schema"]["maximum"] == MAX_PAGE_SIZE
+        assert set(listing["responses"]["200"]["headers"]) == {"X-Total-Count", "Link"}
+
+
+async def test_recorded_metadata_keys_cannot_be_set_by_the_client(
+    client: Client, context: ApiContext, alice: dict[str, str], upload: Any
+) -> None:
+    for key in ("sha256", "size_bytes", "filename", "signature"):
+        response = await upload(alice, metadata=json.dumps({"team": "x", key: "mine"}))
+        assert response.status_code == 422, response.text
+        assert response.json()["errors"][0]["field"] == f"metadata.{key}"
+        assert "recorded by the server" in response.json()["detail"]
+    assert stored_files(context) == []
+    assert list((context.settings.data_dir / "staging").iterdir()) == []
+
+
+async def test_a_failed_commit_leaves_no_artifact(
+    client: Client,
+    context: ApiContext,
+    alice: dict[str, str],
+    upload: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The file moved into the store before the commit; the commit fails (the database went
+    away): the file goes again, and the client gets the database's 503."""
+    commit = AsyncSession.commit
+    failures = [OperationalError("COMMIT", {}, ConnectionResetError("connection lost"))]
+
+    async def failing_commit(self: AsyncSession) -> None:
+        if failures:
+            raise failures.pop()
+        await commit(self)
+
+    monkeypatch.setattr(AsyncSession, "commit", failing_commit)
+    response = await upload(alice)
+    assert response.status_code == 503, response.text
+    assert not failures, "the commit was attempted"
+    assert stored_files(context) == []
+    assert list((context.settings.data_dir / "staging").iterdir()) == []
+    assert (await client.get("/models", headers=alice)).json() == []
+
+
+def stored_files(context: ApiContext) -> list[str]:
+    return sorted(context.store.modification_times("models"))
 
 
 async def test_large_files_are_validated_in_a_child_process(

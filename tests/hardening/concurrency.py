@@ -1,7 +1,9 @@
 """Many clients creating, updating and deleting models and deployments of one account at once,
 each noting what the API told it; afterwards the API and the database must agree with those
-answers: nothing lost, nothing stuck, the last accepted update of each deployment is the one
-that holds (a concurrent one was refused with 409)."""
+answers: nothing lost, nothing stuck, no artifact without its model. Updates patch different
+parts of a deployment (its resources, scaling, cost policy, metadata), so a lost update shows:
+every part must hold the value of the last accepted update that patched it (an update computed
+from a stale read is refused with 409, not written over a newer one)."""
 
 from __future__ import annotations
 
@@ -11,9 +13,12 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from api.dependencies import MAX_PAGE_SIZE
+from api.storage import ArtifactStore
 from tests.api.conftest import Client
 
 BUSY = {"creating", "updating", "hibernating", "activating", "deleting"}
@@ -34,6 +39,25 @@ def deployment_body(model_id: str, name: str, writer: str) -> dict[str, Any]:
     }
 
 
+def patch_for(rng: random.Random, tag: str) -> dict[str, Any]:
+    """An update of one part of a deployment, with a value of its own."""
+    part = rng.choice(PATCHED_PARTS)
+    return {part: _PATCHES[part](rng.randint(1, 60), tag)}
+
+
+_PATCHES: dict[str, Callable[[int, str], Any]] = {
+    "resource_requirements": lambda n, _: {"cpu": "1", "memory": "2Gi", "gpu": None, "timeout": n},
+    "scaling_policy": lambda n, _: {
+        "min_instances": 0,
+        "max_instances": 2,
+        "target_cpu_utilization": n,
+    },
+    "cost_optimization_policy": lambda n, _: {"hibernation_idle_timeout": 60 * n},
+    "metadata": lambda _, tag: {"writer": tag},
+}
+PATCHED_PARTS = sorted(_PATCHES)
+
+
 @dataclass
 class Ledger:
     """What the clients were told."""
@@ -42,10 +66,19 @@ class Ledger:
     """Model id -> exists (created 201, deleted 200)."""
     deployments: dict[str, bool] = field(default_factory=dict)
     """Deployment id -> exists (created 202, delete accepted 202)."""
-    last_write: dict[str, tuple[float, str]] = field(default_factory=dict)
-    """Deployment id -> (when, writer) of the last accepted create or update."""
+    last_write: dict[str, dict[str, tuple[datetime, Any]]] = field(default_factory=dict)
+    """Deployment id -> part -> (the accepting answer's ``updated_at``, the value written) of
+    the last accepted create or update that set that part."""
     answers: Counter[tuple[str, int]] = field(default_factory=Counter)
     unexpected: list[str] = field(default_factory=list)
+
+    def wrote(self, deployment: dict[str, Any], parts: Any) -> None:
+        """An accepted write: ``deployment`` is the answer, ``parts`` what the client sent."""
+        when = datetime.fromisoformat(deployment["updated_at"])
+        written = self.last_write.setdefault(deployment["id"], {})
+        for part in PATCHED_PARTS:
+            if part in parts and (part not in written or written[part][0] < when):
+                written[part] = (when, parts[part])
 
     @property
     def requests(self) -> int:
@@ -97,11 +130,10 @@ async def create_deployment(session: Session, rng: random.Random, tag: str) -> N
         return
     body = deployment_body(model_id, f"deployment-{tag}", tag)
     response = await client.post("/deployments", json=body, headers=headers)
-    # 422: the model was deleted meanwhile.
+    # 422: the model was deleted meanwhile (then no deployment may exist for it).
     if _note(ledger, "create", response, {202, 422}) == 202:
-        deployment_id = response.json()["id"]
-        ledger.deployments[deployment_id] = True
-        ledger.last_write[deployment_id] = (time.monotonic(), tag)
+        ledger.deployments[response.json()["id"]] = True
+        ledger.wrote(response.json(), body)
 
 
 async def update_deployment(session: Session, rng: random.Random, tag: str) -> None:
@@ -109,12 +141,11 @@ async def update_deployment(session: Session, rng: random.Random, tag: str) -> N
     deployment_id = _pick(rng, ledger.deployments)
     if deployment_id is None:
         return
-    response = await client.put(
-        f"/deployments/{deployment_id}", json={"metadata": {"writer": tag}}, headers=headers
-    )
-    # 409: another operation runs; 404: deleted by another client.
+    patch = patch_for(rng, tag)
+    response = await client.put(f"/deployments/{deployment_id}", json=patch, headers=headers)
+    # 409: another operation runs, or ran since the read; 404: deleted by another client.
     if _note(ledger, "update", response, {202, 404, 409}) == 202:
-        ledger.last_write[deployment_id] = (time.monotonic(), tag)
+        ledger.wrote(response.json(), patch)
 
 
 async def delete_deployment(session: Session, rng: random.Random, tag: str) -> None:
@@ -133,7 +164,7 @@ async def delete_model(session: Session, rng: random.Random, tag: str) -> None:
     if model_id is None:
         return
     response = await client.delete(f"/models/{model_id}", headers=headers)
-    # 409: a deployment uses it.
+    # 409: a deployment uses it (whatever its status).
     if _note(ledger, "delete-model", response, {200, 404, 409}) == 200:
         ledger.models[model_id] = False
 
@@ -187,16 +218,27 @@ async def settle_all(client: Client, headers: dict[str, str], ids: list[str]) ->
             await asyncio.sleep(0.2)
 
 
-async def check_consistency(client: Client, headers: dict[str, str], ledger: Ledger) -> None:
-    """The API's view after every operation ended equals what the clients were told."""
+async def check_consistency(
+    client: Client, headers: dict[str, str], ledger: Ledger, store: ArtifactStore
+) -> None:
+    """The API's view after every operation ended equals what the clients were told, and the
+    artifact store holds exactly the models that exist."""
     assert not ledger.unexpected, "\n".join(ledger.unexpected[:20])
     await settle_all(client, headers, list(ledger.deployments))
-    models = (await client.get("/models?limit=1000", headers=headers)).json()
-    assert {model["id"] for model in models} == {k for k, v in ledger.models.items() if v}
-    deployments = (await client.get("/deployments?limit=1000", headers=headers)).json()
+    alive_models = {k for k, v in ledger.models.items() if v}
+    models = await client.get("/models", params={"limit": MAX_PAGE_SIZE}, headers=headers)
+    assert int(models.headers["x-total-count"]) == len(alive_models) <= MAX_PAGE_SIZE
+    assert {model["id"] for model in models.json()} == alive_models
+    stored = {key.split("/")[1] for key in store.modification_times("models")}
+    assert stored == alive_models, "an artifact without its model, or a model without its file"
+    page = {"limit": MAX_PAGE_SIZE}
+    deployments = (await client.get("/deployments", params=page, headers=headers)).json()
     alive = {k for k, v in ledger.deployments.items() if v}
+    assert len(alive) < MAX_PAGE_SIZE
     assert {deployment["id"] for deployment in deployments} == alive
     for deployment in deployments:
         assert deployment["status"] == "active", deployment
-        _, writer = ledger.last_write[deployment["id"]]
-        assert deployment["metadata"] == {"writer": writer}, "no lost or stray update"
+        for part, (_, value) in ledger.last_write[deployment["id"]].items():
+            held = deployment[part]
+            expected = value if part == "metadata" else {**held, **value}
+            assert held == expected, f"{deployment['id']}: lost update of {part}"

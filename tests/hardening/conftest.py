@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from aideploy.settings import ENV_PREFIX
 from tests.api.conftest import (
     alice,
     api,
@@ -33,6 +34,7 @@ __all__ = [
     "database_url",
     "fast_password_hashes",
     "live_api",
+    "live_api_on_each_database",
     "onnx_model",
     "postgres_database",
     "runners",
@@ -44,7 +46,17 @@ __all__ = [
 @pytest.fixture
 def live_api(tmp_path: Path) -> Iterator[LiveApi]:
     """A started ``aideploy api`` on SQLite in ``tmp_path``; stopped (SIGKILL if stuck) after."""
-    api = LiveApi(tmp_path / "data")
+    yield from _started(LiveApi(tmp_path / "data"))
+
+
+@pytest.fixture
+def live_api_on_each_database(tmp_path: Path, database_url: str | None) -> Iterator[LiveApi]:
+    """``live_api`` on SQLite, then on the session's PostgreSQL database (emptied after)."""
+    environment = {f"{ENV_PREFIX}DATABASE_URL": database_url} if database_url else {}
+    yield from _started(LiveApi(tmp_path / "data", extra_env=environment))
+
+
+def _started(api: LiveApi) -> Iterator[LiveApi]:
     api.data_dir.mkdir()
     api.start()
     try:

@@ -1,5 +1,6 @@
 """A TCP proxy on 127.0.0.1 that a test stops (every connection cut, the port refused) and starts
-again on the same port: a database that becomes unreachable and comes back."""
+again on the same port: a database that becomes unreachable and comes back. Started as a black
+hole, it accepts connections and never answers: a database behind a dead network path."""
 
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ class TcpProxy:
         self._listener: socket.socket | None = None
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
+        self._black_hole = False
 
-    def start(self) -> None:
+    def start(self, *, black_hole: bool = False) -> None:
+        self._black_hole = black_hole
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", self.port))
@@ -46,6 +49,10 @@ class TcpProxy:
                 client, _ = listener.accept()
             except OSError:
                 return
+            if self._black_hole:
+                with self._lock:
+                    self._sockets.add(client)  # held open, never answered
+                continue
             try:
                 server = socket.create_connection(self.upstream, timeout=5)
             except OSError:

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from aideploy.settings import Settings
+from api.context import ApiContext
 from api.db.engine import Database
 from api.db.tables import JobRow
 from tests.api.conftest import Client
@@ -51,12 +52,16 @@ async def assert_jobs_final(settings: Settings) -> None:
 
 
 async def test_fifty_clients_lose_nothing(
-    client: Client, alice: dict[str, str], onnx_model: Path, settings: Settings
+    client: Client,
+    context: ApiContext,
+    alice: dict[str, str],
+    onnx_model: Path,
+    settings: Settings,
 ) -> None:
     ledger = await run_clients(client, alice, onnx_model, CLIENTS, SECONDS)
 
     print(f"\n{CLIENTS} clients, {SECONDS} s: {ledger.requests} requests; {dict(ledger.answers)}")
-    await check_consistency(client, alice, ledger)
+    await check_consistency(client, alice, ledger, context.store)
     await assert_jobs_final(settings)
     assert ledger.answers[("update", 409)] > 0, "operations on one deployment collided"
     assert ledger.answers[("update", 202)] > 0

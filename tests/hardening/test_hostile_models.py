@@ -4,8 +4,12 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
+import re
+import subprocess
+import sys
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +21,7 @@ import torch
 from onnx import TensorProto, helper
 
 from api.context import ApiContext
+from api.models import inspection
 from optimizer import inspect_model
 from optimizer.errors import InvalidModelError, UnsafeModelError
 from optimizer.model_info import MAX_INFLATED_BYTES
@@ -87,7 +92,8 @@ def test_external_data_outside_the_model_folder_is_never_read(tmp_path: Path, ki
         inspect_model(model)
 
 
-def test_absurd_declared_tensor_sizes_are_rejected(tmp_path: Path) -> None:
+def onnx_with_absurd_tensor(path: Path) -> Path:
+    """A model whose initializer ``W`` declares 2**82 floats (and holds one)."""
     huge = helper.make_tensor("W", TensorProto.FLOAT, [1], [0.0])
     del huge.dims[:]
     huge.dims.extend([2**31, 2**31, 2**20])
@@ -98,11 +104,16 @@ def test_absurd_declared_tensor_sizes_are_rejected(tmp_path: Path) -> None:
         [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
         initializer=[huge],
     )
-    path = tmp_path / "huge.onnx"
     path.write_bytes(helper.make_model(graph).SerializeToString())
+    return path
 
-    with pytest.raises(InvalidModelError, match="W"):
-        inspect_model(path)
+
+ABSURD_SIZE = r"tensor 'W' declares .* larger than any real model"
+
+
+def test_absurd_declared_tensor_sizes_are_rejected(tmp_path: Path) -> None:
+    with pytest.raises(InvalidModelError, match=ABSURD_SIZE):
+        inspect_model(onnx_with_absurd_tensor(tmp_path / "huge.onnx"))
 
 
 # --- PyTorch archives ------------------------------------------------------------------------
@@ -122,10 +133,8 @@ def exported(tmp_path: Path) -> Path:
     return path
 
 
-def test_a_torchscript_compression_bomb_is_rejected_before_inflating(
-    torchscript: Path, tmp_path: Path
-) -> None:
-    bomb = tmp_path / "bomb.pt"
+def compression_bomb(torchscript: Path, bomb: Path) -> Path:
+    """``torchscript`` with a member of about 300 KB that inflates past the limit."""
     with (
         zipfile.ZipFile(torchscript) as original,
         zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as copy,
@@ -137,10 +146,15 @@ def test_a_torchscript_compression_bomb_is_rejected_before_inflating(
             block = b" " * (16 * 1024**2)
             for _ in range(MAX_INFLATED_BYTES // len(block) + 1):
                 padding.write(block)
-    assert bomb.stat().st_size < 2 * 1024**2
+    assert bomb.stat().st_size < 1024**2
+    return bomb
 
+
+def test_a_torchscript_compression_bomb_is_rejected_before_inflating(
+    torchscript: Path, tmp_path: Path
+) -> None:
     with pytest.raises(UnsafeModelError, match="compression bomb"):
-        inspect_model(bomb)
+        inspect_model(compression_bomb(torchscript, tmp_path / "bomb.pt"))
 
 
 def test_a_stored_member_lying_about_its_size_is_rejected(torchscript: Path) -> None:
@@ -246,6 +260,137 @@ async def test_hostile_uploads_are_422_and_leave_nothing(
     assert not marker.exists()
     assert files_under(context.settings.data_dir) == before
     assert (await client.get("/models", headers=alice)).json() == []
+
+
+async def test_absurd_sizes_and_compression_bombs_are_422_through_the_api(
+    client: Client,
+    context: ApiContext,
+    alice: dict[str, str],
+    upload: Upload,
+    torchscript: Path,
+    tmp_path: Path,
+) -> None:
+    before = files_under(context.settings.data_dir)
+    absurd = await upload(alice, path=onnx_with_absurd_tensor(tmp_path / "huge.onnx"))
+    assert absurd.status_code == 422, absurd.text
+    assert absurd.json()["errors"][0]["field"] == "file"
+    assert re.search(ABSURD_SIZE, absurd.json()["detail"]), absurd.text
+    bomb = await upload(
+        alice, path=compression_bomb(torchscript, tmp_path / "bomb.pt"), framework="pytorch"
+    )
+    assert bomb.status_code == 422, bomb.text
+    assert bomb.json()["errors"][0]["field"] == "file"
+    assert "compression bomb" in bomb.json()["detail"]
+    assert files_under(context.settings.data_dir) == before
+    assert (await client.get("/models", headers=alice)).json() == []
+
+
+class LoadsAndWrites(torch.nn.Module):
+    """TorchScript whose ``__setstate__`` (run while loading) writes into a file on the host."""
+
+    def __init__(self, marker: str) -> None:
+        super().__init__()
+        self.weight = torch.ones(2)
+        self.marker = marker
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.weight
+
+    @torch.jit.export
+    def __getstate__(self) -> tuple[torch.Tensor, str, bool]:
+        return (self.weight, self.marker, self.training)
+
+    @torch.jit.export
+    def __setstate__(self, state: tuple[torch.Tensor, str, bool]) -> None:
+        written = torch.from_file(state[1], True, 16, dtype=torch.uint8)
+        written.fill_(65)
+        self.weight = state[0]
+        self.marker = state[1]
+        self.training = state[2]
+
+
+async def test_torchscript_that_runs_code_while_loading_is_422_and_never_runs(
+    client: Client, context: ApiContext, alice: dict[str, str], upload: Upload, tmp_path: Path
+) -> None:
+    marker = tmp_path / "marker.bin"
+    marker.write_bytes(b"\0" * 16)
+    path = tmp_path / "setstate.pt"
+    torch.jit.save(torch.jit.script(LoadsAndWrites(str(marker))), str(path))
+    marker.write_bytes(b"\0" * 16)
+    before = files_under(context.settings.data_dir)
+
+    response = await upload(alice, path=path, framework="pytorch")
+
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["field"] == "file"
+    assert "__setstate__" in response.json()["detail"]
+    assert marker.read_bytes() == b"\0" * 16, "the archive's code never ran"
+    assert files_under(context.settings.data_dir) == before
+
+
+async def test_pytorch_archives_are_only_ever_opened_in_the_confined_child(
+    client: Client,
+    alice: dict[str, str],
+    upload: Upload,
+    torchscript: Path,
+    exported: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Small as they are, TorchScript and torch.export archives never load in the API process."""
+
+    def in_the_api_process(path: Path) -> dict[str, Any]:
+        raise AssertionError(f"{path} was inspected in the API process")
+
+    monkeypatch.setattr(inspection, "_describe", in_the_api_process)
+    for path, format_ in ((torchscript, "torchscript"), (exported, "torch.export")):
+        response = await upload(alice, path=path, framework="pytorch")
+        assert response.status_code == 201, response.text
+        model = (await client.get(f"/models/{response.json()['model_id']}", headers=alice)).json()
+        assert model["metadata"]["signature"]["format"] == format_
+
+
+def test_the_inspector_child_runs_confined(tmp_path: Path) -> None:
+    """The child limits itself before reading the upload: no file may grow, CPU and memory are
+    bounded, and it sees none of the API's environment."""
+    probe = (
+        "import json, os, resource\n"
+        "from api.models.inspection import _confine\n"
+        "_confine(1000)\n"
+        "limits = [resource.getrlimit(r)[0] for r in (resource.RLIMIT_FSIZE, resource.RLIMIT_CPU,"
+        " resource.RLIMIT_AS, resource.RLIMIT_CORE)]\n"
+        "try:\n"
+        "    os.write(os.open('written', os.O_WRONLY | os.O_CREAT), b'x')\n"
+        "    wrote = True\n"
+        "except OSError:\n"
+        "    wrote = False\n"
+        "print(json.dumps([limits, wrote]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
+    [fsize, cpu, memory, core], wrote = json.loads(done.stdout)
+    assert (fsize, core) == (0, 0)
+    assert 0 < cpu <= inspection.TIMEOUT_SECONDS
+    assert 0 < memory < 8 * 1024**3
+    assert not wrote, "a write was refused"
+    assert "AIDEPLOY_DATA_DIR" not in inspection._child_environment()
+
+
+async def test_external_data_never_resolves_in_the_private_staging_folder(
+    client: Client, context: ApiContext, alice: dict[str, str], upload: Upload, tmp_path: Path
+) -> None:
+    """An upload is alone in a folder of its own: its external data, inside the folder or next
+    to it (another upload's staging folder), is never found."""
+    before = files_under(context.settings.data_dir)
+    for location in ("weights.bin", ".", "../upload-neighbour/weights.bin"):
+        folder = tmp_path / location.replace("/", "_").replace(".", "dot")
+        folder.mkdir()
+        (folder / "weights.bin").write_bytes(b"\0" * 48)
+        response = await upload(alice, path=onnx_with_external(folder, location))
+        assert response.status_code == 422, response.text
+        assert response.json()["errors"][0]["field"] == "file"
+        assert re.search("missing|outside the model's folder", response.json()["detail"])
+    assert files_under(context.settings.data_dir) == before
 
 
 def test_an_upload_over_the_limit_is_413_and_leaves_nothing(tmp_path: Path) -> None:

@@ -15,9 +15,14 @@ from typing import Any
 import pytest
 from litestar.testing import AsyncTestClient
 from pydantic import SecretStr
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from aideploy.settings import Settings
+from api.analytics.tokens import usage_token
 from api.app import create_app
+from api.context import ApiContext
+from api.db.engine import Database
 from api.runners.base import RunnerSet
 from tests.api.conftest import ALICE, Client, Upload
 from tests.hardening.test_tenancy import deployment_body, settled
@@ -76,17 +81,30 @@ async def test_a_whole_session_leaks_no_secret(
     await settled(client, alice, deployment_id)
     await call("GET", "/analytics/cost")
     await call("DELETE", f"/deployments/{deployment_id}")
+    events = ""
+    while True:  # the delete's events, until the deployment (and its events) are gone
+        response = await call("GET", f"/deployments/{deployment_id}/events")
+        if response.status_code == 404:
+            break
+        events = response.text
+        if '"operation-succeeded","message":"delete succeeded"' in events:
+            break
+        assert time.monotonic() < deadline + 60
+        await asyncio.sleep(0.05)
     wrong = await client.post("/auth/token", json={"username": ALICE[0], "password": "nope"})
     answers.append(wrong.text)
 
-    events = (await call("GET", f"/deployments/{deployment_id}/events")).text
     logs = "\n".join(
         f"{record.getMessage()} {record.args!r} {record.exc_text or ''}"
         for record in caplog.records
     )
-    assert any(record.levelno == logging.DEBUG for record in caplog.records), "DEBUG was on"
+    assert any(
+        record.levelno == logging.DEBUG and record.name.startswith("aideploy.")
+        for record in caplog.records
+    ), "the API's own DEBUG records were captured"
     assert "aideploy:index:ModelDeployment" in events, "the engine's events were recorded"
-    for secret in (ALICE[1], "nope", token, PASSPHRASE, SIGNING_KEY, AWS_SECRET):
+    usage = usage_token(SIGNING_KEY.encode(), deployment_id)
+    for secret in (ALICE[1], "nope", token, PASSPHRASE, SIGNING_KEY, AWS_SECRET, usage):
         assert secret not in logs
         assert secret not in events
         for answer in answers:
@@ -137,3 +155,77 @@ async def test_cors_answers_only_the_configured_origins(
         denied = await preflight(client, "https://evil.example")
         assert denied.headers.get("access-control-allow-origin") != "https://evil.example"
         assert "access-control-allow-credentials" not in denied.headers
+
+
+async def test_secrets_in_log_records_are_masked(
+    client: Client,
+    context: ApiContext,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Whatever a log call carries (a message, its arguments, a traceback), the API's log
+    handler masks it before any handler sees it."""
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", AWS_SECRET)
+    caplog.set_level(logging.INFO)
+    token, _ = context.signer.sign("someone")
+    usage = usage_token(SIGNING_KEY.encode(), "deployment")
+    log = logging.getLogger("aideploy.api.test")
+    log.info("header Authorization: Bearer %s", token)
+    log.info("config %s", {"password": "hunter2-password", "passphrase": PASSPHRASE})
+    log.info("env %s and %s", AWS_SECRET, usage)
+    log.warning("connecting to postgresql://app:db-password-1@db:5432/app failed")
+    try:
+        raise RuntimeError(f"signing with {SIGNING_KEY} failed")
+    except RuntimeError:
+        log.exception("unexpected")
+
+    text = "\n".join(f"{record.getMessage()} {record.exc_text or ''}" for record in caplog.records)
+    assert len(caplog.records) == 5
+    for secret in (token, usage, "hunter2-password", PASSPHRASE, AWS_SECRET, "db-password-1"):
+        assert secret not in text
+    assert SIGNING_KEY not in text
+    assert "[redacted]" in text
+    assert "RuntimeError" in text, "the traceback is kept, masked"
+
+
+async def test_sql_parameters_never_reach_errors_or_logs(settings: Settings) -> None:
+    database = Database(settings.effective_database_url)
+    try:
+        await database.migrate()
+        with pytest.raises(DBAPIError) as raised:
+            async with database.session() as session:
+                await session.execute(
+                    text("INSERT INTO users (id, username) VALUES (:id, :secret)"),
+                    {"id": "x", "secret": "parameter-secret-5d1e"},
+                )
+    finally:
+        await database.dispose()
+    assert "parameter-secret-5d1e" not in str(raised.value)
+    assert "parameters hidden" in str(raised.value)
+
+
+async def test_a_failure_reason_quoting_an_exception_is_masked(
+    client: Client, alice: dict[str, str], upload: Upload, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import optimizer
+
+    def leaky(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError(
+            f"cannot reach s3://bucket with passphrase={PASSPHRASE} via "
+            "https://user:cloud-password-2@example.com"
+        )
+
+    monkeypatch.setattr(optimizer, "optimize", leaky)
+    model_id = (await upload(alice)).json()["model_id"]
+    await client.post(f"/models/{model_id}/optimize", json={"method": "graph"}, headers=alice)
+    deadline = time.monotonic() + 60
+    while (rows := (await client.get(f"/models/{model_id}/optimized", headers=alice)).json())[0][
+        "status"
+    ] == "optimizing":
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.1)
+    reason = rows[0]["status_reason"]
+    assert rows[0]["status"] == "failed"
+    assert "RuntimeError" in reason
+    assert PASSPHRASE not in reason
+    assert "cloud-password-2" not in reason

@@ -167,6 +167,12 @@ async def test_bob_reaches_nothing_of_alices(
     still = await client.get(f"/models/{model_id}", headers=alice)
     assert still.status_code == 200
     assert still.json()["name"] == "alice-secret-model"
+    optimized = (await client.get(f"/models/{model_id}/optimized", headers=alice)).json()
+    assert [row["id"] for row in optimized] == [optimizing.json()["id"]], (
+        "Bob's optimize call added nothing to Alice's model"
+    )
+    deployments = (await client.get("/deployments", headers=alice)).json()
+    assert [row["id"] for row in deployments] == [deployment_id]
     bobs_models = (await client.get("/models", headers=bob)).json()
     assert [m["name"] for m in bobs_models] == ["bobs-model"]
 

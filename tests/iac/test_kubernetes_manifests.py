@@ -308,7 +308,8 @@ def test_identity_and_option_variants_render_valid_objects(cloud: Cloud) -> None
     assert push["scalerAddress"] == "keda-add-ons-http-external-scaler.autoscaling:9090"
 
 
-def test_the_usage_token_is_a_secret_the_pods_reference() -> None:
+async def test_the_usage_token_is_a_secret_the_pods_reference() -> None:
+    """(Async: the token is a Pulumi secret Output, which needs an event loop.)"""
     spec = spec_of(usage_url="https://api.example.com/deployments/d/usage", usage_token="dpl_x")
     manifests = render_manifests(spec, KubernetesOptions())
     assert list(manifests)[:2] == ["usage-token", "service"]
