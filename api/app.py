@@ -39,7 +39,7 @@ from api.models.orphans import sweep_orphans
 from api.optimizations.controllers import OptimizationController
 from api.optimizations.jobs import OptimizationJobHandler
 from api.runners.base import RunnerSet
-from api.security import RedactingFilter, add_security_headers, reject_control_characters
+from api.security import RedactingHandler, add_security_headers, reject_control_characters
 from api.storage import open_artifact_store
 
 log = logging.getLogger("aideploy.api")
@@ -148,23 +148,19 @@ def create_app(settings: Settings | None = None, *, runners: RunnerSet | None = 
 
 
 def _logging_config(context: ApiContext) -> LoggingConfig:
-    """The API's loggers write through one handler whose filter masks secrets in place, so the
-    host's handlers further up (uvicorn's, the demo's, pytest's) receive the masked record."""
-    redact = {"()": RedactingFilter, "redactor": context.redactor}
-    handlers = {
-        name: {**config, "filters": ["redact"]}
-        for name, config in LoggingConfig(logging_module="logging").handlers.items()
-    }
+    """The API's loggers mask their records in place and pass them on to the root logger, which
+    the host owns (``aideploy api`` gives it a stderr handler; tests, the demo and embedding
+    programs their own), so every record is written once, masked."""
+    redact = {"()": RedactingHandler, "redactor": context.redactor}
     return LoggingConfig(
         logging_module="logging",
-        configure_root_logger=False,  # the host (uvicorn, the demo, tests) owns the root
-        filters={"redact": redact},
-        handlers=handlers,
+        configure_root_logger=False,
+        handlers={"redact": redact},
         loggers={
-            "aideploy": {"level": context.settings.log_level, "handlers": ["queue_listener"]},
-            "litestar": {"level": "WARNING", "handlers": ["queue_listener"]},
+            "aideploy": {"level": context.settings.log_level, "handlers": ["redact"]},
+            "litestar": {"level": "WARNING", "handlers": ["redact"]},
             # At DEBUG it logs every statement with its parameter values.
-            "aiosqlite": {"level": "WARNING", "handlers": ["queue_listener"]},
+            "aiosqlite": {"level": "WARNING", "handlers": ["redact"]},
         },
         log_exceptions="never",  # api.errors logs unexpected errors once, with traceback
     )

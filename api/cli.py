@@ -6,6 +6,7 @@ Nothing heavy at top level: Litestar, SQLAlchemy and uvicorn load inside the com
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from typing import Annotated
 
@@ -29,6 +30,11 @@ def serve_api(
 
     from api.app import create_app
 
+    # This command is the host: the root logger writes the API's records (and other
+    # libraries' warnings) to stderr, once.
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     settings = settings_or_fail()
     # The listening address is part of the settings: local deployments report usage to it.
     settings = settings.model_copy(

@@ -22,6 +22,7 @@ from api.errors import InvalidFieldError, NotFoundError
 __all__ = [
     "CONTROL_CHARACTERS",
     "RedactingFilter",
+    "RedactingHandler",
     "Redactor",
     "add_security_headers",
     "control_character_field",
@@ -196,3 +197,17 @@ class RedactingFilter(logging.Filter):
         if record.stack_info:
             record.stack_info = self.redactor(record.stack_info)
         return True
+
+
+class RedactingHandler(logging.Handler):
+    """Masks each record in place (a :class:`RedactingFilter`) and writes nothing itself: the
+    handlers further up the logger hierarchy (the command's on the root logger, or a host's)
+    write the masked record, once. (A writing handler here as well printed every record twice
+    as soon as anything, a library's ``logging.basicConfig`` say, gave the root a handler.)"""
+
+    def __init__(self, redactor: Redactor | None = None) -> None:
+        super().__init__()
+        self.addFilter(RedactingFilter(redactor))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Nothing to write: the record goes on to the handlers further up."""

@@ -109,6 +109,10 @@ def settle(api: LiveApi, headers: dict[str, str], model_id: str, deployment_id: 
         "every job is final",
     )
     assert stored(api, "SELECT id FROM jobs WHERE status = 'failed' AND error IS NULL") == []
+    # The killed process's upload staging and work folders were swept at start-up.
+    for folder in ("staging", "work/optimize"):
+        left = [path for path in (api.data_dir / folder).rglob("*") if path.is_file()]
+        assert left == [], f"{folder} after the restart: {left}"
     return str(settled["endpoint"])
 
 
@@ -203,7 +207,10 @@ def test_killed_while_active_it_comes_back_and_a_crashed_server_restarts(tmp_pat
 
         # The process's own DEBUG log (and its servers') holds no password or token.
         logs = "".join(path.read_text(errors="replace") for path in api.data_dir.rglob("*.log"))
-        assert re.search(r"DEBUG\W.*aideploy\.api", logs), "the API logged at DEBUG"
+        assert re.search(r"DEBUG aideploy\.api", logs), "the API logged at DEBUG"
+        api_lines = [line for line in api.log().splitlines() if "aideploy.api" in line]
+        one_format = re.compile(r"^\d{4}-\d\d-\d\d [\d:,]+ (DEBUG|INFO|WARNING|ERROR) aideploy\.")
+        assert all(one_format.match(line) for line in api_lines), "each record written once"
         for secret in (ADMIN[1], headers["Authorization"].removeprefix("Bearer ")):
             assert secret not in logs
     finally:
