@@ -188,3 +188,29 @@ def _status(api: LiveApi, headers: dict[str, str], deployment_id: str) -> str:
     response = httpx.get(f"{api.url}/deployments/{deployment_id}", headers=headers)
     response.raise_for_status()
     return str(response.json()["status"])
+
+
+def fuzz_the_live_api(
+    api: LiveApi, model: Path, examples_per_operation: int, *, derandomize: bool
+) -> FuzzReport:
+    """The whole fuzz run of a test: ``model`` uploaded and deployed (:func:`real_resources`),
+    every operation fuzzed against them, the tally printed; asserts that nothing failed and
+    that the operations by deployment id and the usage route reached the real deployment."""
+    headers = api.headers()
+    real = real_resources(api, headers, model)
+    report = fuzz(
+        api,
+        headers,
+        examples_per_operation,
+        known_ids=real.known_ids,
+        headers_for=real.headers_for,
+        derandomize=derandomize,
+    )
+    print(f"\nfuzzing: {report.total} cases over {len(report.cases)} operations; {report.statuses}")
+    assert not report.failures, report.describe_failures()
+    # Operations by deployment id answered about the real deployment (not only 404), and the
+    # usage route took its token (not only 401), so their bodies were parsed.
+    for label in BY_DEPLOYMENT_ID:
+        assert report.answered(label) - {404, 422}, f"{label}: {report.answered(label)}"
+    assert report.answered(USAGE) - {401}, f"{USAGE}: {report.answered(USAGE)}"
+    return report
