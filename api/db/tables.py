@@ -55,6 +55,13 @@ class ModelRow(_Timestamps, Base):
     framework: Mapped[str] = mapped_column(String(32))
     version: Mapped[str] = mapped_column(String(64))
     storage_path: Mapped[str] = mapped_column(Text)
+    """The upload as it arrived (the seed's ``storage_path``)."""
+    serving_path: Mapped[str | None] = mapped_column(Text, default=None)
+    """The ONNX the serving runtime loads: the upload itself, or its conversion at upload (a
+    PyTorch model). ``None`` only for PyTorch models uploaded before uploads were converted."""
+    sample_data_path: Mapped[str | None] = mapped_column(Text, default=None)
+    """The upload's example inputs (``.npz``, optional labels): calibration and evaluation
+    data for its optimizations."""
     sha256: Mapped[str] = mapped_column(String(64))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)

@@ -29,7 +29,7 @@ from aideploy.schema import (
 )
 from aideploy.settings import Settings
 from api.context import ApiContext
-from api.db.tables import DeploymentEventRow, DeploymentRow
+from api.db.tables import DeploymentEventRow, DeploymentRow, ModelRow
 from api.errors import ConflictError, InvalidFieldError, NotFoundError, ServiceUnavailableError
 from api.jobs.queue import JobKind, add_job
 from api.models.service import get_model, hold_model
@@ -101,10 +101,11 @@ def stack_name_for(row: DeploymentRow) -> str:
 async def artifact_location(
     session: AsyncSession, owner_id: str, model_id: str, model_type: ModelType
 ) -> str:
-    """The artifact a deployment serves; 422 on ``model_id`` when it cannot be served."""
+    """The artifact a deployment serves, always ONNX (an original model's ``serving_path``:
+    the upload, or its conversion at upload); 422 on ``model_id`` when it cannot be served."""
     try:
         if model_type is ModelType.ORIGINAL:
-            return (await get_model(session, owner_id, model_id)).storage_path
+            return _serving_path(await get_model(session, owner_id, model_id))
         optimized = await get_optimized(session, owner_id, model_id)
     except NotFoundError as exc:
         raise InvalidFieldError(
@@ -116,6 +117,16 @@ async def artifact_location(
             f"optimized model {model_id} is {optimized.status}; only a completed one deploys",
         )
     return optimized.storage_path
+
+
+def _serving_path(model: ModelRow) -> str:
+    if model.serving_path is None:
+        raise InvalidFieldError(
+            "model_id",
+            f"model {model.id} was uploaded before PyTorch models were converted to ONNX at "
+            "upload, and the serving runtime loads ONNX only; upload it again",
+        )
+    return model.serving_path
 
 
 async def hold_served_model(

@@ -45,6 +45,17 @@ class _UploadOperation(Operation):
                 "version": text,
                 "metadata": Schema(type=OpenAPIType.STRING, description="A JSON object."),
                 "file": Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY),
+                "sample_data": Schema(
+                    type=OpenAPIType.STRING,
+                    format=OpenAPIFormat.BINARY,
+                    description=(
+                        "An extension of the seed's form: example inputs as a .npz of arrays "
+                        "named like the model's inputs (first axis = samples), optionally "
+                        "'labels'. Required for TorchScript, which records no input shapes: "
+                        "the model is converted to ONNX for serving from these. Optimizations "
+                        "calibrate on them, and judge accuracy on the labels."
+                    ),
+                ),
             },
         )
         self.request_body = RequestBody(
@@ -100,8 +111,9 @@ class ModelController(Controller):
         context: NamedDependency[ApiContext],
     ) -> ModelUploadResponse:
         """Upload a model (form fields ``name``, ``framework``, ``version``, ``metadata``,
-        ``file``). The file is streamed to disk, hashed, size-limited and validated before it
-        is accepted."""
+        ``file``, and optionally ``sample_data``). The files are streamed to disk, hashed,
+        size-limited and validated before they are accepted; a PyTorch model is converted to
+        the ONNX it is served as."""
         folder = context.staging_dir / f"upload-{new_id()}"
         upload = await receive_model_upload(request, folder, context.settings.max_upload_bytes)
         try:

@@ -3,12 +3,14 @@ jobs) and when a model is deleted.
 
 - ``staging/``: uploads that were arriving or being checked when the process died. No upload
   runs before start-up ends, so everything there is left over.
-- ``work/<kind>/<id>`` (optimizer work folders, the local runner's ONNX conversions) and the
-  object store's read cache ``artifact-cache/models/<id>``: folders named by the model or
-  optimized model they belong to; those whose model is gone are removed. (A resumed
-  optimization empties its own work folder.)
-- Artifacts with no row: a model file stored by an upload that died before its commit, an
-  optimized model stored by a job whose row is gone. These live in the artifact store, which
+- ``work/<kind>/<id>`` (optimizer work folders; ``work/onnx``, where the local runner kept its
+  ONNX conversions before PyTorch uploads were converted at upload) and the object store's
+  read cache ``artifact-cache/models/<id>``: folders named by the model or optimized model they
+  belong to; those whose model is gone are removed. (A resumed optimization empties its own
+  work folder.)
+- Artifacts with no row: the files an upload stored under ``models/<id>/`` (the upload, its
+  ONNX conversion, its sample data) before it died short of its commit, an optimized model
+  stored by a job whose row is gone. These live in the artifact store, which
   replicas may share, so only those untouched for :data:`GRACE_SECONDS` go: another replica's
   upload may be between its store and its commit right now.
 

@@ -1,4 +1,5 @@
-"""Model uploads: receive, validate with the optimizer's inspector, store, list, delete."""
+"""Model uploads: receive, validate with the optimizer's inspector (converting PyTorch models to
+the ONNX they are served as), store, list, delete."""
 
 from __future__ import annotations
 
@@ -24,7 +25,12 @@ from aideploy.schema import (
 from api.db.locks import lock_row
 from api.db.tables import DeploymentRow, ModelRow, OptimizedModelRow, new_id
 from api.errors import ConflictError, InvalidFieldError, NotFoundError, ServiceUnavailableError
-from api.models.inspection import InspectionError, inspect_uploaded_model
+from api.models.inspection import (
+    Inspection,
+    InspectionError,
+    SampleDataError,
+    inspect_upload_files,
+)
 from api.models.orphans import remove_work_folders
 from api.models.upload import StagedUpload
 from api.security import control_character_field
@@ -32,8 +38,8 @@ from api.storage import ArtifactStore
 
 log = logging.getLogger("aideploy.api.models")
 
-RECORDED_METADATA = ("sha256", "size_bytes", "filename", "signature")
-"""``metadata`` keys the server records on every upload; a client's own metadata cannot use them."""
+RECORDED_METADATA = ("sha256", "size_bytes", "filename", "signature", "serving", "sample_data")
+"""``metadata`` keys the server records on upload; a client's own metadata cannot use them."""
 _UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]+")
 # The formats each declared framework may arrive as; a TensorFlow model arrives as ONNX.
 _FORMATS_BY_FRAMEWORK = {
@@ -83,31 +89,39 @@ def parse_upload_form(fields: dict[str, str]) -> ModelUploadForm:
     return form
 
 
-def stored_filename(uploaded: str) -> str:
-    """The upload's file name as the store keeps it: its last path component, in letters,
-    digits and ``._-`` (the name is part of a storage key and of ``metadata.filename``)."""
+def stored_filename(uploaded: str, default: str = "model") -> str:
+    """An uploaded file's name as the store keeps it: its last path component, in letters,
+    digits and ``._-`` (the name is part of a storage key and of ``metadata``)."""
     name = PurePosixPath(uploaded.replace("\\", "/")).name
-    return _UNSAFE_FILENAME.sub("_", name).strip("._")[:128] or "model"
+    return _UNSAFE_FILENAME.sub("_", name).strip("._")[:128] or default
 
 
-async def inspect_upload(upload: StagedUpload, framework: Framework) -> dict[str, Any]:
-    """Validate the file with ``optimizer.inspect_model``; 422 naming the field if unfit. The
-    file is alone in its private staging folder, so a model whose tensors point at external
-    data files is refused: there is nothing beside it to read."""
+async def inspect_upload(upload: StagedUpload, framework: Framework) -> Inspection:
+    """Validate the file with ``optimizer.inspect_model`` and the sample data against it,
+    and convert a PyTorch model to ONNX for serving; 422 naming the field if unfit. The file is
+    alone in its private staging folder, so a model whose tensors point at external data files
+    is refused: there is nothing beside it to read."""
     try:
-        described = await inspect_uploaded_model(upload.path)
-    except InputError as exc:
-        raise InvalidFieldError("file", str(exc)) from None
+        inspection = await inspect_upload_files(
+            upload.file.path,
+            sample_data=upload.sample_data.path if upload.sample_data else None,
+            convert_dir=upload.convert_dir if framework is Framework.PYTORCH else None,
+        )
+    except SampleDataError as exc:
+        raise InvalidFieldError("sample_data", str(exc)) from None
+    except InputError as exc:  # it names the staged file: say the name it was uploaded as
+        named = str(exc).replace(upload.file.path.name, stored_filename(upload.file.filename))
+        raise InvalidFieldError("file", named) from None
     except InspectionError as exc:  # the checker failed, not the model: try again later
         raise ServiceUnavailableError(f"file: could not validate the model ({exc})") from None
-    detected = str(described.get("format") or "").lower()
+    detected = str(inspection.signature.get("format") or "").lower()
     if detected and detected not in _FORMATS_BY_FRAMEWORK[framework]:
         raise InvalidFieldError(
             "framework",
             f"the file is {detected}, which does not fit framework {framework.value!r} "
             f"(accepted: {', '.join(sorted(_FORMATS_BY_FRAMEWORK[framework]))})",
         )
-    return described
+    return inspection
 
 
 async def create_model(
@@ -116,16 +130,37 @@ async def create_model(
     owner_id: str,
     upload: StagedUpload,
 ) -> ModelRow:
-    """Validate the staged upload, write its row, move the file into the store, commit.
+    """Validate the staged upload (converting a PyTorch model to ONNX), write its row, move the
+    files into the store, commit.
 
-    The file moves only once the row has been written (so a value the database refuses leaves
-    nothing behind), and its key is removed again if the move or the commit fails. Only a crash
-    between the move and the commit can leave a file without a row: the start-up sweep
+    The files move only once the row has been written (so a value the database refuses leaves
+    nothing behind), and the model's key is removed again if a move or the commit fails. Only a
+    crash between the moves and the commit can leave files without a row: the start-up sweep
     (:mod:`api.models.orphans`) removes those."""
     form = parse_upload_form(upload.fields)
-    signature = await inspect_upload(upload, form.framework)
+    inspection = await inspect_upload(upload, form.framework)
     model_id = new_id()
-    filename = stored_filename(upload.filename)
+    filename = stored_filename(upload.file.filename)
+    metadata: dict[str, Any] = {
+        **form.metadata,
+        "sha256": upload.file.sha256,
+        "size_bytes": upload.file.size,
+        "filename": filename,
+        "signature": inspection.signature,
+    }
+    if inspection.serving_signature is not None:
+        metadata["serving"] = {
+            "converted_from": inspection.signature.get("format"),
+            **inspection.serving_signature,
+        }
+    sample = upload.sample_data
+    if sample is not None:
+        metadata["sample_data"] = {
+            "filename": stored_filename(sample.filename, "sample_data"),
+            "size_bytes": sample.size,
+            "sha256": sample.sha256,
+            **(inspection.sample or {}),
+        }
     row = ModelRow(
         id=model_id,
         owner_id=owner_id,
@@ -133,23 +168,27 @@ async def create_model(
         framework=form.framework.value,
         version=form.version,
         storage_path="",
-        sha256=upload.sha256,
-        size_bytes=upload.size,
-        metadata_={
-            **form.metadata,
-            "sha256": upload.sha256,
-            "size_bytes": upload.size,
-            "filename": filename,
-            "signature": signature,
-        },
+        sha256=upload.file.sha256,
+        size_bytes=upload.file.size,
+        metadata_=metadata,
     )
     session.add(row)
     await session.flush()
     key = model_key(model_id)
     try:
         row.storage_path = await anyio.to_thread.run_sync(
-            store.put, upload.path, f"{key}/original/{filename}"
+            store.put, upload.file.path, f"{key}/original/{filename}"
         )
+        row.serving_path = row.storage_path
+        if inspection.serving is not None:
+            stem = PurePosixPath(filename).stem or "model"
+            row.serving_path = await anyio.to_thread.run_sync(
+                store.put, inspection.serving, f"{key}/serving/{stem}.onnx"
+            )
+        if sample is not None:
+            row.sample_data_path = await anyio.to_thread.run_sync(
+                store.put, sample.path, f"{key}/sample/{metadata['sample_data']['filename']}"
+            )
         await session.commit()
     except BaseException:
         with anyio.CancelScope(shield=True):

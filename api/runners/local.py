@@ -302,7 +302,6 @@ class LocalRunner:
     ) -> None:
         self._child_environment = child_environment
         self._logs = settings.data_dir / "logs" / "deployments"
-        self._converted = settings.data_dir / "work" / "onnx"
         self._marker_prefix = f"{settings.data_dir.resolve()}#"
         self._served: dict[str, _Served] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -335,7 +334,7 @@ class LocalRunner:
                     await self._stop(current, on_event)
                 on_event(RunnerEvent("hibernated", "servers stopped", {"port": port}))
                 return ApplyOutcome(endpoint=endpoint, runtime={"port": port})
-            model = await self._servable_model(plan, on_event)
+            model = self._servable_model(plan)
             threads = _threads_for(float(deployment.resource_requirements.cpu_cores))
             wanted = deployment.scaling_policy.max_instances
             instances = max(1, min(wanted, (os.cpu_count() or 1) // threads))
@@ -416,22 +415,15 @@ class LocalRunner:
             await self._stop(served, lambda _event: None)
         self._served.clear()
 
-    async def _servable_model(self, plan: DeploymentPlan, on_event: EventSink) -> Path:
-        """The serving runtime loads ONNX: a PyTorch artifact is converted once and cached."""
+    @staticmethod
+    def _servable_model(plan: DeploymentPlan) -> Path:
+        """The ONNX file the serving runtime loads: every artifact a deployment serves is ONNX
+        (a PyTorch upload was converted at upload, in a confined child), so nothing of the
+        model is loaded in this process."""
         path = plan.artifact_path
         if path is None:
             raise LocalDeploymentError(f"the model artifact {plan.artifact_uri!r} is not available")
-        if path.is_dir() or path.suffix == ".onnx":
-            return path
-        from optimizer import to_onnx
-
-        out_dir = self._converted / plan.deployment.model_id
-        existing = sorted(out_dir.glob("*.onnx")) if out_dir.is_dir() else []
-        if existing:
-            return existing[0]
-        on_event(RunnerEvent("converting", f"converting {path.name} to ONNX for serving"))
-        converted: Path = await anyio.to_thread.run_sync(to_onnx, path, out_dir)
-        return converted
+        return path
 
     async def _launch(self, served: _Served, on_event: EventSink) -> None:
         """Start every instance, wait until each is ready, then open the proxy if there are

@@ -14,9 +14,6 @@ from aideploy.schema import DeploymentCreate, Framework
 from aideploy.settings import Settings
 from api.runners.base import DeploymentPlan
 
-_PYTORCH_SUFFIXES = (".pt", ".pt2", ".pth")
-
-
 # Stands for the model of a deployment being destroyed after its model was deleted: `pulumi
 # destroy` works from the stack's state and never runs the program, which only has to exist.
 MODEL_GONE_URI = "model-deleted://not-needed-to-destroy"
@@ -37,9 +34,7 @@ def program_for(
         {
             **spec,
             "model_uri": model_uri,
-            "model_format": (
-                Framework.PYTORCH if model_uri.endswith(_PYTORCH_SUFFIXES) else Framework.ONNX
-            ),
+            "model_format": Framework.ONNX,  # PyTorch uploads are served as their ONNX
             "hibernated": plan.hibernated,
             **usage_reporting(plan, settings),
         }

@@ -239,7 +239,7 @@ async def test_cloud_deployments_need_an_object_store(
 
 
 @pytest.mark.slow
-async def test_a_torch_export_model_is_converted_and_served(
+async def test_a_torch_export_model_is_served_as_its_conversion_at_upload(
     client: Client, alice: dict[str, str], upload: Any, tmp_path: Path
 ) -> None:
     import torch
@@ -260,9 +260,9 @@ async def test_a_torch_export_model_is_converted_and_served(
     active = await settle(client, alice, deployment_id)
     assert active["status"] == "active", active
     events = (await client.get(f"/deployments/{deployment_id}/events", headers=alice)).json()
-    assert "converting" in [event["kind"] for event in events]
+    assert "converting" not in [event["kind"] for event in events], "converted at upload"
     [model] = (await client.get(f"/models/{model_id}", headers=alice)).json()["metadata"][
-        "signature"
+        "serving"
     ]["inputs"]
     body = {
         "inputs": [

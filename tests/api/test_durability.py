@@ -179,7 +179,8 @@ async def _interrupted_optimization(settings: Settings, model: Path, attempts: i
             await session.flush()
             row = ModelRow(
                 owner_id=user.id, name="m", framework="onnx", version="1",
-                storage_path=str(stored), sha256="0" * 64, size_bytes=stored.stat().st_size,
+                storage_path=str(stored), serving_path=str(stored), sha256="0" * 64,
+                size_bytes=stored.stat().st_size,
             )  # fmt: skip
             session.add(row)
             await session.flush()

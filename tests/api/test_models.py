@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from aideploy.settings import Settings
 from api.context import ApiContext
 from api.dependencies import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
-from api.models import inspection
+from api.models import inspection, service
 
 Client = AsyncTestClient[Litestar]
 
@@ -153,7 +153,8 @@ async def test_the_paging_is_documented(client: Client) -> None:
 async def test_recorded_metadata_keys_cannot_be_set_by_the_client(
     client: Client, context: ApiContext, alice: dict[str, str], upload: Any
 ) -> None:
-    for key in ("sha256", "size_bytes", "filename", "signature"):
+    assert {"sha256", "signature", "serving", "sample_data"} <= set(service.RECORDED_METADATA)
+    for key in service.RECORDED_METADATA:
         response = await upload(alice, metadata=json.dumps({"team": "x", key: "mine"}))
         assert response.status_code == 422, response.text
         assert response.json()["errors"][0]["field"] == f"metadata.{key}"

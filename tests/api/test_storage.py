@@ -132,12 +132,11 @@ async def test_start_up_sweeps_leftovers_of_interrupted_work(
     leftovers = {
         "staged": data / "staging" / "upload-1" / "0123abcd",
         "work of a deleted model": data / "work" / "optimize" / str(uuid.uuid4()) / "x.onnx",
-        "conversion of a deleted model": data / "work" / "onnx" / str(uuid.uuid4()) / "m.onnx",
         "artifact without a row": artifacts / str(uuid.uuid4()) / "original" / "m.onnx",
         "optimized artifact without a row": artifacts / kept_id / "optimized" / "gone" / "m",
     }
     recent = artifacts / str(uuid.uuid4()) / "original" / "in-flight.onnx"
-    belongs = data / "work" / "onnx" / kept_id / "model.onnx"
+    belongs = data / "work" / "optimize" / kept_id / "model.onnx"
     for path in [*leftovers.values(), recent, belongs]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"leftover")

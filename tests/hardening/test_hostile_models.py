@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -16,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 import torch
 from onnx import TensorProto, helper
 
+from aideploy.errors import InputError
 from api.context import ApiContext
 from api.models import inspection
 from optimizer import inspect_model
@@ -331,22 +334,37 @@ async def test_torchscript_that_runs_code_while_loading_is_422_and_never_runs(
 async def test_pytorch_archives_are_only_ever_opened_in_the_confined_child(
     client: Client,
     alice: dict[str, str],
-    upload: Upload,
     torchscript: Path,
     exported: Path,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Small as they are, TorchScript and torch.export archives never load in the API process."""
+    """Small as they are, TorchScript and torch.export archives never load in the API process;
+    only the ONNX they were converted to is read here (parsed, never executed)."""
+    describe = inspection._describe
 
-    def in_the_api_process(path: Path) -> dict[str, Any]:
-        raise AssertionError(f"{path} was inspected in the API process")
+    def onnx_only(path: Path) -> dict[str, Any]:
+        if zipfile.is_zipfile(path):
+            raise AssertionError(f"{path} was inspected in the API process")
+        return describe(path)
 
-    monkeypatch.setattr(inspection, "_describe", in_the_api_process)
-    for path, format_ in ((torchscript, "torchscript"), (exported, "torch.export")):
-        response = await upload(alice, path=path, framework="pytorch")
+    monkeypatch.setattr(inspection, "_describe", onnx_only)
+    sample = tmp_path / "doubler.npz"
+    np.savez(sample, x=np.ones((3, 2), np.float32))
+    for path, format_, sample_data in (
+        (torchscript, "torchscript", sample),
+        (exported, "torch.export", None),
+    ):
+        files = {"file": (path.name, path.read_bytes(), "application/octet-stream")}
+        if sample_data is not None:
+            files["sample_data"] = (sample.name, sample.read_bytes(), "application/octet-stream")
+        response = await client.post(
+            "/models", data={"name": "doubler", "framework": "pytorch"}, files=files, headers=alice
+        )
         assert response.status_code == 201, response.text
         model = (await client.get(f"/models/{response.json()['model_id']}", headers=alice)).json()
         assert model["metadata"]["signature"]["format"] == format_
+        assert model["metadata"]["serving"]["format"] == "onnx"
 
 
 def test_the_inspector_child_runs_confined(tmp_path: Path) -> None:
@@ -374,6 +392,122 @@ def test_the_inspector_child_runs_confined(tmp_path: Path) -> None:
     assert 0 < memory < 8 * 1024**3
     assert not wrote, "a write was refused"
     assert "AIDEPLOY_DATA_DIR" not in inspection._child_environment()
+
+
+def test_the_conversion_child_writes_only_in_its_folder_within_its_budget(tmp_path: Path) -> None:
+    """When it converts, the child may write beneath the upload's conversion folder only (not
+    beside it, not through a link or a rename out of it), each file within the budget, and may
+    open no TCP connection."""
+    upload_folder = tmp_path / "upload-1"
+    convert = upload_folder / "convert"
+    convert.mkdir(parents=True)
+    (upload_folder / "model").mkdir()
+    outside = tmp_path / "outside.bin"
+    outside.write_bytes(b"untouched")
+    probe = (
+        "import json, os, socket, sys\n"
+        "from pathlib import Path\n"
+        "from api.models.inspection import _confine, conversion_budget\n"
+        "convert, outside = Path(sys.argv[1]), Path(sys.argv[2])\n"
+        "_confine(1000, writable=convert)\n"
+        "def attempt(action):\n"
+        "    try:\n"
+        "        action()\n"
+        "    except OSError as exc:\n"
+        "        return exc.errno\n"
+        "    return 'done'\n"
+        "def past_budget():\n"
+        "    with open(convert / 'big', 'wb') as handle:\n"
+        "        handle.seek(conversion_budget(1000))\n"
+        "        handle.write(b'x')\n"
+        "def connect():\n"
+        "    socket.create_connection(('127.0.0.1', 5432), timeout=2).close()\n"
+        "(convert / 'link').symlink_to(outside)\n"
+        "print(json.dumps({\n"
+        "    'inside': attempt(lambda: (convert / 'nested').mkdir() or"
+        " (convert / 'nested' / 'm.onnx').write_bytes(b'onnx')),\n"
+        "    'beside': attempt(lambda: (convert.parent / 'model' / 'x').write_bytes(b'x')),\n"
+        "    'outside': attempt(lambda: outside.write_bytes(b'overwritten')),\n"
+        "    'through a link': attempt(lambda: (convert / 'link').write_bytes(b'overwritten')),\n"
+        "    'moved out': attempt(lambda: (convert / 'nested' / 'm.onnx').rename("
+        "convert.parent / 'm.onnx')),\n"
+        "    'removed outside': attempt(outside.unlink),\n"
+        "    'past the budget': attempt(past_budget),\n"
+        "    'tcp': attempt(connect),\n"
+        "}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(convert), str(outside)],
+        cwd=convert,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    results = json.loads(done.stdout)
+    assert results.pop("inside") == "done"
+    assert results.pop("past the budget") == errno.EFBIG
+    assert results.pop("tcp") in (errno.EACCES, errno.ECONNREFUSED)
+    assert all(result in (errno.EACCES, errno.EPERM) for result in results.values()), results
+    assert outside.read_bytes() == b"untouched"
+    assert sorted(path.name for path in upload_folder.iterdir()) == ["convert", "model"]
+
+
+def test_without_landlock_the_child_inspects_but_refuses_to_convert(
+    torchscript: Path, tmp_path: Path
+) -> None:
+    """A kernel that cannot keep the converter's writes in its folder gets no conversion (the
+    API answers 503); inspecting, which writes nothing, still works."""
+    convert = tmp_path / "convert"
+    convert.mkdir()
+    probe = (
+        "import sys\n"
+        "from api.models import inspection, sandbox\n"
+        "sandbox._CREATE_RULESET = -1  # no such syscall: as on a kernel without Landlock\n"
+        "sys.exit(inspection._main(sys.argv[1:]))\n"
+    )
+    size = str(torchscript.stat().st_size)
+
+    def run(*arguments: str) -> dict[str, Any]:
+        done = subprocess.run(
+            [sys.executable, "-c", probe, str(torchscript), size, *arguments],
+            cwd=convert,
+            env=inspection._child_environment(),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        answer: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+        return answer
+
+    refused = run("--convert", str(convert))
+    assert refused["field"] == "inspector"
+    assert "Landlock" in refused["error"]
+    assert list(convert.iterdir()) == []
+    assert run()["signature"]["format"] == "torchscript"
+
+
+async def test_a_conversion_writing_past_its_budget_in_many_files_is_stopped(
+    torchscript: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No single file passes the budget (the kernel stops it), but many files could: the parent
+    measures the folder while the child runs, and kills it once it holds more."""
+    pid_file = tmp_path / "child.pid"
+    writer = tmp_path / "writer.sh"
+    writer.write_text(
+        f"#!/bin/sh\necho $$ > {pid_file}\n"
+        "for i in $(seq 1 64); do head -c 1048576 /dev/zero > file$i; done\nexec sleep 120\n"
+    )
+    writer.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(writer))  # the "python" the child is run with
+    monkeypatch.setattr(inspection, "CONVERSION_OVERHEAD_BYTES", 4 * 1024**2)
+    convert = tmp_path / "convert"
+    convert.mkdir()
+
+    with pytest.raises(InputError, match="converting it to ONNX wrote more than"):
+        await inspection.inspect_upload_files(torchscript, convert_dir=convert)
+
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pid_file.read_text()), 0)  # killed, not left writing
 
 
 async def test_external_data_never_resolves_in_the_private_staging_folder(
