@@ -33,9 +33,10 @@ class DemoError(AideployError):
     """A demo step failed; the message names the step and the API's answer."""
 
 
-def build_digits_model(path: Path) -> tuple[Path, Any, Any]:
+def build_digits_model(path: Path) -> tuple[Path, Path, Any, Any]:
     """Train a small digits classifier (random ReLU features + ridge readout, numpy only) and
-    save it as ONNX. Returns the path and a few held-out images with their labels."""
+    save it as ONNX, and its held-out images with their labels as sample data (``.npz``).
+    Returns both paths and a few held-out images with their labels."""
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -81,7 +82,9 @@ def build_digits_model(path: Path) -> tuple[Path, Any, Any]:
     model.ir_version = 8
     onnx.checker.check_model(model)
     onnx.save(model, path)
-    return path, images[test][:8], labels[test][:8]
+    samples = path.with_suffix(".npz")
+    np.savez(samples, pixels=images[test], labels=labels[test].astype(np.int64))
+    return path, samples, images[test][:8], labels[test][:8]
 
 
 @contextmanager
@@ -185,14 +188,17 @@ def _walk(client: httpx.Client, data_dir: Path, admin: tuple[str, str]) -> None:
     client.headers["Authorization"] = f"Bearer {token['token']}"
     console.print(f"token valid until {token['expires_at']}")
 
-    _step(2, "Upload a model (a digits classifier trained just now)")
-    model_path, images, labels = build_digits_model(data_dir / "digits.onnx")
-    with model_path.open("rb") as handle:
+    _step(2, "Upload a model (a digits classifier trained just now) with labelled sample data")
+    model_path, samples_path, images, labels = build_digits_model(data_dir / "digits.onnx")
+    with model_path.open("rb") as handle, samples_path.open("rb") as samples:
         model = _check(
             client.post(
                 "/models",
                 data={"name": "digits", "framework": "onnx", "version": "1.0"},
-                files={"file": ("digits.onnx", handle)},
+                files={
+                    "file": ("digits.onnx", handle),
+                    "sample_data": ("digits-held-out.npz", samples),
+                },
             ),
             "upload",
             201,
