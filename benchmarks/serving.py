@@ -98,7 +98,8 @@ class Latency:
 
 
 RAW_VARIANTS = {"default": True, "no spin": False}
-"""onnxruntime as it comes (idle threads spin) and with the server's default (they sleep)."""
+"""onnxruntime as it comes (idle threads spin, the server's default too) and with them asleep
+(the server's ``--spin-wait false``)."""
 
 
 @dataclass
@@ -398,12 +399,15 @@ def run_helper(*args: str) -> dict[str, Any]:
 
 
 BATCHING = ("--max-batch-size", "8", "--max-batch-delay-ms", "2")
+NO_SPIN = ("--spin-wait", "false")
 # (label, JSON body instead of binary, concurrency, extra server options)
 LEVELS: tuple[tuple[str, bool, int, tuple[str, ...]], ...] = (
     ("c=1 binary", False, 1, ()),
     ("c=1 json", True, 1, ()),
     ("c=8 binary", False, 8, ()),
     ("c=32 binary", False, 32, ()),
+    ("c=1 binary, no spin", False, 1, NO_SPIN),
+    ("c=8 binary, no spin", False, 8, NO_SPIN),
     ("c=8 binary, batching 8/2ms", False, 8, BATCHING),
     ("c=32 binary, batching 8/2ms", False, 32, BATCHING),
 )

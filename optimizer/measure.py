@@ -125,9 +125,9 @@ def artifact_size(path: Path) -> int:
 def make_session(path: Path, threads: int) -> onnxruntime.InferenceSession:
     """A CPU session with a fixed thread count and default (full) online optimization.
 
-    Idle intra-op threads sleep rather than spin, as in the serving runtime: that is how the
-    model will run, and spinning threads of the session timed just before steal the CPU from
-    the one timed now (on 2 cores this inflated int8 MiniLM's batch-1 time by ~70%).
+    Idle intra-op threads sleep rather than spin: the sessions are timed in turns, and spinning
+    threads of the session timed just before steal the CPU from the one timed now (on 2 cores
+    this inflated int8 MiniLM's batch-1 time by ~70% and made the paired ratios swing ±6%).
     """
     import onnxruntime as ort
 

@@ -62,7 +62,8 @@ def serve_command(
     spin_wait: Annotated[
         bool | None,
         typer.Option(
-            "--spin-wait/--no-spin-wait", help="Let onnxruntime's idle threads spin (default: no)."
+            "--spin-wait/--no-spin-wait",
+            help="Let onnxruntime's idle threads spin briefly (default: yes).",
         ),
     ] = None,
     max_body_bytes: Annotated[

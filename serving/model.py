@@ -114,9 +114,8 @@ def load_model(
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
     if not config.spin_wait:
-        # Idle intra-op threads sleep instead of spinning: spinning burns a container's CPU
-        # quota (throttling) and, on a shared CPU, starves the threads doing the work; measured
-        # here it halved throughput under load for a few percent gained on an idle machine.
+        # Idle intra-op threads sleep instead of spinning: slower here, but kinder to cores
+        # shared with other busy processes and to a tight CPU quota.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if opening is not None:
         opening.set()

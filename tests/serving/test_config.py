@@ -17,8 +17,8 @@ def test_defaults_with_only_a_model() -> None:
     assert config.threads == available_cpus()
     assert config.max_body_bytes == 64 * 2**20
     assert config.model_dir == Path("~/.cache/aideploy/models").expanduser()
-    assert config.spin_wait is False
-    assert load_config({"model": ["/m.onnx"], "spin_wait": "on"}, environ={}).spin_wait is True
+    assert config.spin_wait is True
+    assert load_config({"model": ["/m.onnx"], "spin_wait": "off"}, environ={}).spin_wait is False
 
 
 def test_the_deployment_contract_variables() -> None:
