@@ -8,8 +8,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from litestar import Controller, Request, get, post
+from litestar.di import NamedDependency
 from litestar.exceptions import NotAuthorizedException
-from litestar.params import Parameter
+from litestar.params import FromPath, JSONBody, Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aideploy.schema import (
@@ -125,9 +126,9 @@ class AnalyticsController(Controller):
     @get("/cost", operation_id="AnalyticsCost")
     async def cost(
         self,
-        db_session: AsyncSession,
-        current_user: CurrentUser,
-        context: ApiContext,
+        db_session: NamedDependency[AsyncSession],
+        current_user: NamedDependency[CurrentUser],
+        context: NamedDependency[ApiContext],
         start_time: StartTime = None,
         end_time: EndTime = None,
     ) -> CostAnalysis:
@@ -140,9 +141,9 @@ class AnalyticsController(Controller):
     @get("/performance", operation_id="AnalyticsPerformance")
     async def performance(
         self,
-        db_session: AsyncSession,
-        current_user: CurrentUser,
-        context: ApiContext,
+        db_session: NamedDependency[AsyncSession],
+        current_user: NamedDependency[CurrentUser],
+        context: NamedDependency[ApiContext],
         start_time: StartTime = None,
         end_time: EndTime = None,
         error_rate_threshold: Annotated[
@@ -173,9 +174,9 @@ class AnalyticsController(Controller):
     @get("/forecast", operation_id="AnalyticsForecast")
     async def forecast(
         self,
-        db_session: AsyncSession,
-        current_user: CurrentUser,
-        context: ApiContext,
+        db_session: NamedDependency[AsyncSession],
+        current_user: NamedDependency[CurrentUser],
+        context: NamedDependency[ApiContext],
         days: Annotated[
             int, Parameter(ge=1, le=365, description="Days to forecast (default 30).")
         ] = DEFAULT_DAYS,
@@ -190,9 +191,9 @@ class AnalyticsController(Controller):
     @get("/suggestions", operation_id="AnalyticsSuggestions")
     async def suggestions(
         self,
-        db_session: AsyncSession,
-        current_user: CurrentUser,
-        context: ApiContext,
+        db_session: NamedDependency[AsyncSession],
+        current_user: NamedDependency[CurrentUser],
+        context: NamedDependency[ApiContext],
         start_time: Annotated[
             datetime | None,
             Parameter(
@@ -225,10 +226,10 @@ class UsageController(Controller):
     async def report_usage(
         self,
         request: Request[Any, Any, Any],
-        deployment_id: str,
-        data: UsageReport,
-        db_session: AsyncSession,
-        context: ApiContext,
+        deployment_id: FromPath[str],
+        data: JSONBody[UsageReport],
+        db_session: NamedDependency[AsyncSession],
+        context: NamedDependency[ApiContext],
     ) -> UsageReceipt:
         """*Extension*: a deployment's serving process reports its usage per minute, with the
         deployment-scoped token the platform gave it (``Authorization: Bearer dpl_...``); a user

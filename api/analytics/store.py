@@ -155,7 +155,7 @@ async def _refresh_hours(session: AsyncSession, deployment_id: str, hours: set[d
         )
     )
     parts: dict[datetime, list[UsageSample]] = {}
-    for minute, *values in found.tuples():
+    for minute, *values in found:
         hour = floor_hour(minute)
         if hour in hours:
             parts.setdefault(hour, []).append(_sample(deployment_id, minute, 60, values))
@@ -218,7 +218,7 @@ async def _model_sizes(session: AsyncSession, rows: Iterable[DeploymentRow]) -> 
     found = await session.execute(
         select(ModelRow.id, ModelRow.size_bytes).where(ModelRow.id.in_(original_ids))
     )
-    sizes = dict(found.tuples().all())
+    sizes = dict(found.all())
     result: dict[str, int] = {}
     for row in rows:
         if row.model_type == ModelType.ORIGINAL.value:
@@ -272,10 +272,7 @@ async def load_samples(
             UsageHourRow.hour < window.end,
         )
     )
-    return [
-        _sample(deployment_id, hour, 3600, values)
-        for deployment_id, hour, *values in found.tuples()
-    ]
+    return [_sample(deployment_id, hour, 3600, values) for deployment_id, hour, *values in found]
 
 
 async def load_threshold_minutes(
@@ -320,5 +317,5 @@ async def load_threshold_minutes(
             errors=int(errors),
             latency_ms_sum=float(latency),
         )
-        for deployment_id, minute, count, errors, latency in found.tuples()
+        for deployment_id, minute, count, errors, latency in found
     ]
