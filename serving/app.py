@@ -76,9 +76,14 @@ class _RunSite:
     answer 504 while a run goes on. Until a run has been timed, runs go to the thread.
     """
 
-    __slots__ = ("average", "inline_allowed", "offloaded")
+    __slots__ = ("average", "inline_allowed", "offloaded", "session_run")
 
-    def __init__(self, inline_allowed: bool) -> None:
+    def __init__(
+        self,
+        session_run: Callable[[Arrays, list[str]], list[np.ndarray[Any, Any]]],
+        inline_allowed: bool,
+    ) -> None:
+        self.session_run = session_run
         self.inline_allowed = inline_allowed
         self.average: float | None = None
         """Exponential moving average of run durations, in seconds."""
@@ -95,15 +100,11 @@ class _RunSite:
             and self.average < INLINE_RUN_SECONDS
         )
 
-    def timed(
-        self,
-        run: Callable[[Arrays, list[str]], list[np.ndarray[Any, Any]]],
-        inputs: Arrays,
-        outputs: list[str],
-    ) -> list[np.ndarray[Any, Any]]:
+    def run(self, inputs: Arrays, outputs: list[str]) -> list[np.ndarray[Any, Any]]:
+        """One run, timed into the average (on whichever thread calls it)."""
         started = time.perf_counter()
         try:
-            return run(inputs, outputs)
+            return self.session_run(inputs, outputs)
         finally:
             elapsed = time.perf_counter() - started
             previous = self.average
@@ -141,18 +142,16 @@ class InferenceApp:
         self.metrics.load_phases[model.name] = model.phases
         stats = self.metrics.model(model.name)
         loop = asyncio.get_running_loop()
-        site = _RunSite(inline_allowed=not self.config.request_timeout)
+        site = _RunSite(model.run, inline_allowed=not self.config.request_timeout)
 
         async def run(inputs: Arrays, outputs: list[str]) -> list[np.ndarray[Any, Any]]:
             first = next(iter(inputs.values()))
             stats.batch_rows.observe(first.shape[0] if model.batchable else 1)
             if site.inline:
-                return site.timed(model.run, inputs, outputs)
+                return site.run(inputs, outputs)
             site.offloaded += 1
             try:
-                return await loop.run_in_executor(
-                    self.executor, site.timed, model.run, inputs, outputs
-                )
+                return await loop.run_in_executor(self.executor, site.run, inputs, outputs)
             finally:
                 site.offloaded -= 1
 

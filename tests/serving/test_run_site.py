@@ -10,33 +10,41 @@ import numpy as np
 from serving.app import INLINE_RUN_SECONDS, _RunSite
 
 
-def _sleeping(seconds: float) -> Any:
-    def run(inputs: dict[str, Any], outputs: list[str]) -> list[Any]:
-        time.sleep(seconds)
-        return [np.zeros(1)]
+class _Session:
+    """A stand-in for ``ServedModel.run`` that takes ``seconds`` per run."""
 
-    return run
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def run(self, inputs: dict[str, Any], outputs: list[str]) -> list[Any]:
+        time.sleep(self.seconds)
+        return [np.zeros(1)]
 
 
 def test_short_runs_go_inline_once_one_was_timed() -> None:
-    site = _RunSite(inline_allowed=True)
+    session = _Session()
+    session.seconds = 0.001
+    site = _RunSite(session.run, inline_allowed=True)
     assert not site.inline  # nothing timed yet: the first run goes to the inference thread
-    site.timed(_sleeping(0.001), {}, [])
+    site.run({}, [])
     assert site.inline
     site.offloaded = 1  # a run on the inference thread: the next one queues behind it
     assert not site.inline
 
 
 def test_long_runs_stay_on_the_inference_thread() -> None:
-    site = _RunSite(inline_allowed=True)
-    site.timed(_sleeping(INLINE_RUN_SECONDS * 1.5), {}, [])
+    session = _Session()
+    site = _RunSite(session.run, inline_allowed=True)
+    session.seconds = INLINE_RUN_SECONDS * 1.5
+    site.run({}, [])
     assert not site.inline
+    session.seconds = 0.0
     for _ in range(20):  # the average follows the runs down again
-        site.timed(_sleeping(0.0), {}, [])
+        site.run({}, [])
     assert site.inline
 
 
 def test_a_request_timeout_keeps_every_run_off_the_loop() -> None:
-    site = _RunSite(inline_allowed=False)
-    site.timed(_sleeping(0.0), {}, [])
+    site = _RunSite(_Session().run, inline_allowed=False)
+    site.run({}, [])
     assert not site.inline
