@@ -36,10 +36,11 @@ where a flag wins over its variable:
 ``AIDEPLOY_SERVE_REQUEST_TIMEOUT`` (``--request-timeout``)
     Seconds an inference may take before the client gets 504 (default 0 = no limit).
 ``AIDEPLOY_SERVE_SPIN_WAIT`` (``--spin-wait false``)
-    Let onnxruntime's idle threads spin briefly between operators and runs (default true, as
-    onnxruntime does). Measured in ``benchmarks/serving.py`` on 2 cores shared with the load
-    generator, sleeping instead cost 15-30% of latency and throughput at every concurrency; turn
-    it off where other busy processes share the cores or a tight CPU quota bills the spinning.
+    Let onnxruntime's idle threads spin between the operators of a run (default true, as
+    onnxruntime does); between runs they sleep either way, so an idle server burns no CPU quota.
+    Measured in ``benchmarks/serving.py`` on 2 cores shared with the load generator, sleeping
+    inside runs too cost 15-30% of latency and throughput at every concurrency; turn it off
+    where other busy processes share the cores.
 ``AIDEPLOY_SERVE_MAX_BODY_BYTES`` (``--max-body-bytes``)
     Largest request body accepted, larger ones get 413 (default ``64MiB``; ``10MB`` notation).
 ``AIDEPLOY_SERVE_SHUTDOWN_GRACE_SECONDS``

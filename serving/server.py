@@ -12,16 +12,13 @@ import logging
 import signal
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING
 
 from aideploy.errors import AideployError
 from serving.app import InferenceApp
 from serving.config import ServeConfig
 from serving.http import HttpServer
 from serving.metrics import Metrics
-
-if TYPE_CHECKING:
-    from serving.model import ServedModel
+from serving.model import ServedModel, warm_up
 
 __all__ = ["serve"]
 
@@ -113,9 +110,12 @@ async def _receive_models(
     started: float,
     metrics: Metrics,
 ) -> None:
-    """Make each model servable as soon as the loader thread has it warm."""
+    """Warm each model up on the inference thread as soon as the loader thread has opened it,
+    then make it servable."""
+    loop = asyncio.get_running_loop()
     for future in loader:
         model = await asyncio.wrap_future(future)
+        await loop.run_in_executor(app.executor, warm_up, model, config)
         app.add_model(model)
         log.info(
             "model %s ready in %.3fs (%s; %s; batching %s)",
