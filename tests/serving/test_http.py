@@ -9,6 +9,7 @@ import zlib
 
 import pytest
 
+from serving.http import ANSWERS_PER_TURN
 from tests.serving.support import Server, infer_body, scale_input
 
 
@@ -52,13 +53,15 @@ def test_keep_alive_serves_many_requests_on_one_connection_with_nodelay(server: 
 
 
 def test_pipelined_requests_are_answered_in_order(server: Server) -> None:
-    requests = [json.dumps(infer_body(scale_input([[i, 0, 0, 0]]))).encode() for i in range(5)]
+    """More than one turn's worth (``ANSWERS_PER_TURN``): the rest follow on later turns."""
+    count = 3 * ANSWERS_PER_TURN + 1
+    requests = [json.dumps(infer_body(scale_input([[i, 0, 0, 0]]))).encode() for i in range(count)]
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(
             b"".join(_post(body) for body in requests) + b"GET /v2/health/live HTTP/1.1\r\n\r\n"
         )
         pending = bytearray()
-        for i in range(5):
+        for i in range(count):
             _, data = _read_response(sock, pending)
             assert json.loads(data)["outputs"][0]["data"][0] == i
         head, _ = _read_response(sock, pending)

@@ -231,7 +231,7 @@ async def test_ready_only_once_loaded_and_the_first_request_waits_for_the_model(
     for the model instead of being refused (checked in-process, where loading can be held)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from serving.app import InferenceApp
+    from serving.app import InferenceApp, settled
     from serving.config import load_config
     from serving.http import Request
     from serving.metrics import Metrics
@@ -240,11 +240,11 @@ async def test_ready_only_once_loaded_and_the_first_request_waits_for_the_model(
     config = load_config({"model": [str(build_scale(tmp_path / "scale.onnx"))]})
     with ThreadPoolExecutor(1) as executor:
         app = InferenceApp(config, Metrics(), executor)
-        ready = await app.handle(Request("GET", "/v2/health/ready", "", {}, b""))
+        ready = await settled(app.handle(Request("GET", "/v2/health/ready", "", {}, b"")))
         assert (ready.status, app.ready) == (503, False)
         body = json.dumps(infer_body(scale_input([[1, 1, 1, 1]]))).encode()
         waiting = asyncio.ensure_future(
-            app.handle(Request("POST", "/v2/models/scale/infer", "", {}, body))
+            settled(app.handle(Request("POST", "/v2/models/scale/infer", "", {}, body)))
         )
         await asyncio.sleep(0.05)
         assert not waiting.done()
@@ -252,7 +252,8 @@ async def test_ready_only_once_loaded_and_the_first_request_waits_for_the_model(
         response = await waiting
         assert response.status == 200
         assert json.loads(response.body)["outputs"][0]["data"] == [1, 2, 3, 4]
-        assert (await app.handle(Request("GET", "/v2/health/ready", "", {}, b""))).status == 200
+        ready = await settled(app.handle(Request("GET", "/v2/health/ready", "", {}, b"")))
+        assert ready.status == 200
 
 
 def test_concurrency_limit_is_503_and_request_timeout_is_504(tmp_path: Path) -> None:
@@ -313,7 +314,7 @@ def test_fetch_through_fsspec_memory_filesystem_and_read_only_fallback(tmp_path:
 async def test_stopping_answers_requests_still_waiting_for_a_model(tmp_path: Path) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    from serving.app import InferenceApp
+    from serving.app import InferenceApp, settled
     from serving.config import load_config
     from serving.http import Request
     from serving.metrics import Metrics
@@ -323,10 +324,10 @@ async def test_stopping_answers_requests_still_waiting_for_a_model(tmp_path: Pat
         app = InferenceApp(config, Metrics(), executor)
         body = json.dumps(infer_body(scale_input([[1, 1, 1, 1]]))).encode()
         waiting = asyncio.ensure_future(
-            app.handle(Request("POST", "/v2/models/never-loaded/infer", "", {}, body))
+            settled(app.handle(Request("POST", "/v2/models/never-loaded/infer", "", {}, body)))
         )
         metadata = asyncio.ensure_future(
-            app.handle(Request("GET", "/v2/models/never-loaded", "", {}, b""))
+            settled(app.handle(Request("GET", "/v2/models/never-loaded", "", {}, b"")))
         )
         await asyncio.sleep(0.01)
         app.stop()
