@@ -87,7 +87,7 @@ class _RunSite:
 
     def __init__(
         self,
-        session_run: Callable[[Arrays, list[str]], list[np.ndarray[Any, Any]]],
+        session_run: Callable[[Arrays, list[str]], Results],
         inline_allowed: bool,
     ) -> None:
         self.session_run = session_run
@@ -107,7 +107,7 @@ class _RunSite:
             and self.average < INLINE_RUN_SECONDS
         )
 
-    def run(self, inputs: Arrays, outputs: list[str]) -> list[np.ndarray[Any, Any]]:
+    def run(self, inputs: Arrays, outputs: list[str]) -> Results:
         """One run, timed into the average (on whichever thread calls it)."""
         started = time.perf_counter()
         try:
@@ -543,9 +543,7 @@ def _requested_outputs(
     return names, binary
 
 
-def infer_response(
-    model: ServedModel, request: _InferRequest, results: list[np.ndarray[Any, Any]]
-) -> Response:
+def infer_response(model: ServedModel, request: _InferRequest, results: Results) -> Response:
     """JSON outputs inline; binary outputs appended after the JSON header, in output order."""
     plan = request.plan
     blobs = [
@@ -570,7 +568,7 @@ def infer_response(
 
 
 def _response_header(
-    model: ServedModel, plan: _Plan, results: list[np.ndarray[Any, Any]], blobs: list[bytes]
+    model: ServedModel, plan: _Plan, results: Results, blobs: list[bytes]
 ) -> bytes:
     outputs: list[dict[str, Any]] = []
     sizes = (len(blob) for blob in blobs)

@@ -63,7 +63,7 @@ def serve_command(
         bool | None,
         typer.Option(
             "--spin-wait/--no-spin-wait",
-            help="Let onnxruntime's idle threads spin briefly (default: yes).",
+            help="Let onnxruntime's idle threads spin inside a run (default: yes).",
         ),
     ] = None,
     max_body_bytes: Annotated[

@@ -432,8 +432,10 @@ class _Connection(asyncio.Protocol):
         if self.transport is None:
             return
         left = self.last_active + self.server.keepalive_seconds - self.loop.time()
-        if self.busy or left > 0:
-            self._arm_idle_timer(max(left, 0.0) if not self.busy else None)
+        if self.busy:
+            self._arm_idle_timer()
+        elif left > 0:
+            self._arm_idle_timer(left)
         else:
             self.transport.close()
 
