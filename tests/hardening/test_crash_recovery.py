@@ -42,13 +42,13 @@ def serving_processes(deployment_id: str) -> list[int]:
     return pids
 
 
-def wait_until(check: Any, what: str, timeout: float = SETTLE_SECONDS) -> Any:
+def wait_until(check: Any, what: str, timeout: float = SETTLE_SECONDS, step: float = 0.2) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         result = check()
         if result:
             return result
-        time.sleep(0.2)
+        time.sleep(step)
     raise AssertionError(f"{what}: not within {timeout} s")
 
 
@@ -123,8 +123,14 @@ def test_killed_while_creating_the_jobs_resume(tmp_path: Path) -> None:
     deployment_id = ""
     try:
         headers, model_id, deployment_id = start_work(api, tmp_path)
-        # The server process has been started, and is not ready yet (its imports alone take
-        # longer than this loop's step): the kill lands mid-create.
+        # The server process is held stopped as soon as it exists (long before its imports are
+        # done), so it cannot become ready first: the kill lands mid-create, however fast the
+        # server starts. It resumes once the API is gone, as a server that was still starting.
+        starting = wait_until(
+            lambda: serving_processes(deployment_id), "the deployment's server exists", 60, 0.005
+        )
+        for pid in starting:
+            os.kill(pid, signal.SIGSTOP)
         wait_until(
             lambda: any(
                 event["kind"] == "starting" for event in events_of(api, headers, deployment_id)
@@ -133,6 +139,8 @@ def test_killed_while_creating_the_jobs_resume(tmp_path: Path) -> None:
             timeout=60,
         )
         api.kill()
+        for pid in starting:
+            os.kill(pid, signal.SIGCONT)
         assert stored(api, f"SELECT status FROM deployments WHERE id = '{deployment_id}'") == [
             ("creating",)
         ], "the kill landed while the deployment was being created"
