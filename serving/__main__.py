@@ -13,7 +13,11 @@ _STARTED = time.perf_counter()
 
 import sys  # noqa: E402 - the start time is taken first on purpose
 
-# onnxruntime and numpy first: they are most of the start-up imports, and nothing can overlap
+from serving.launch import single_threaded_blas  # noqa: E402
+
+single_threaded_blas()
+
+# onnxruntime and numpy next: they are most of the start-up imports, and nothing can overlap
 # them (they hold the GIL); the small imports below then find their dependencies loaded.
 import serving.model  # noqa: E402, F401
 from aideploy.errors import AideployError  # noqa: E402

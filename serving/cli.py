@@ -83,8 +83,9 @@ def serve_command(
     """
     from aideploy.errors import AideployError
     from serving.config import load_config
-    from serving.launch import run
+    from serving.launch import run, single_threaded_blas
 
+    single_threaded_blas()
     options: dict[str, object | None] = {
         "model": model or None,
         "name": name,
