@@ -52,6 +52,10 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 THREADS = 2
 SEQUENCE = 128
+RAW_ENVIRONMENT = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+"""The raw onnxruntime processes start as the server does (:func:`serving.launch.single_threaded_blas`):
+with OpenBLAS's spinning workers the floor's session took ~15 ms longer, a handicap of the
+floor, not a merit of the server."""
 console = Console(width=150 if not sys.stdout.isatty() else None)
 
 # Raw onnxruntime: the same process shape as the server's start, minus the server.
@@ -416,7 +420,9 @@ def cold_start(
     script = FLOOR.format(threads=THREADS, model=str(model), inputs=literal)
     for _ in range(runs):
         started = time.perf_counter()
-        floor = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+        floor = subprocess.Popen(
+            [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=RAW_ENVIRONMENT
+        )
         assert floor.stdout is not None
         line = floor.stdout.readline()  # printed right after the first inference
         floors.append(time.perf_counter() - started)
@@ -479,6 +485,7 @@ class RawProcess:
                 "spin" if spin else "no-spin",
             ],
             cwd=ROOT,
+            env=RAW_ENVIRONMENT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
