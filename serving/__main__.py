@@ -33,6 +33,7 @@ OPTIONS = (
     "host",
     "port",
     "threads",
+    "parallel_runs",
     "max_batch_size",
     "max_batch_delay_ms",
     "max_concurrency",
@@ -45,7 +46,7 @@ OPTIONS = (
 )
 USAGE = (
     "usage: python -m serving MODEL [MODEL...] [--name NAME] [--host HOST] [--port PORT] "
-    "[--threads N] [--max-batch-size N] [--max-batch-delay-ms MS] [--max-concurrency N] "
+    "[--threads N] [--parallel-runs N] [--max-batch-size N] [--max-batch-delay-ms MS] [--max-concurrency N] "
     "[--request-timeout S] [--spin-wait BOOL] [--max-body-bytes SIZE] [--model-dir DIR] "
     "[--model-version V] [--model-format onnx] [--shutdown-grace-seconds S] "
     "[--keepalive-seconds S] [--log-level LEVEL]\n\nMODEL is a .onnx file, a folder, an s3:// gs:// az:// file:// URI, or "

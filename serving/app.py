@@ -80,7 +80,8 @@ class _RunSite:
     raised throughput ~5%. Blocking the loop for a short run is cheaper than that. Runs that
     take long on average go to the inference thread so health checks and ``/metrics`` are
     still answered meanwhile, and so do all runs where a request timeout must be able to
-    answer 504 while a run goes on. Until a run has been timed, runs go to the thread.
+    answer 504 while a run goes on, and all runs where several execute at once
+    (``parallel_runs``). Until a run has been timed, runs go to the thread.
     """
 
     __slots__ = ("average", "inline_allowed", "offloaded", "session_run")
@@ -175,7 +176,10 @@ class InferenceApp:
         self.metrics.load_phases[model.name] = model.phases
         stats = self.metrics.model(model.name)
         loop = asyncio.get_running_loop()
-        site = _RunSite(model.run, inline_allowed=not self.config.request_timeout)
+        site = _RunSite(
+            model.run,
+            inline_allowed=not self.config.request_timeout and self.config.parallel_runs == 1,
+        )
 
         async def offload(inputs: Arrays, outputs: list[str]) -> Results:
             site.offloaded += 1
@@ -191,7 +195,10 @@ class InferenceApp:
 
         if model.batchable and self.config.max_batch_size > 1:
             slot.infer = Batcher(
-                _awaitable(run), self.config.max_batch_size, self.config.max_batch_delay_ms / 1000
+                _awaitable(run),
+                self.config.max_batch_size,
+                self.config.max_batch_delay_ms / 1000,
+                self.config.parallel_runs,
             ).infer
         else:
             slot.infer = run

@@ -37,12 +37,19 @@ class _Pending:
 
 
 class Batcher:
-    """Queues requests for one model; ``run`` executes one (possibly merged) inference."""
+    """Queues requests for one model; ``run`` executes one (possibly merged) inference, and up
+    to ``parallel`` of them run at once (the server's ``parallel_runs``)."""
 
-    def __init__(self, run: Runner, max_rows: int, max_delay_seconds: float) -> None:
+    def __init__(
+        self, run: Runner, max_rows: int, max_delay_seconds: float, parallel: int = 1
+    ) -> None:
         self.run = run
         self.max_rows = max_rows
         self.max_delay = max_delay_seconds
+        self.free_runs = asyncio.Semaphore(parallel)
+        """Taken while a batch runs: the next batch forms while waiting for one, so under load
+        batches grow instead of queueing."""
+        self.running: set[asyncio.Task[None]] = set()
         self.queue: deque[_Pending] = deque()
         self.queued_rows = 0
         self.worker: asyncio.Task[None] | None = None
@@ -71,16 +78,22 @@ class Batcher:
         loop = asyncio.get_running_loop()
         try:
             while self.queue:
+                await self.free_runs.acquire()
                 if self.queued_rows < self.max_rows and self.max_delay > 0:
                     self.full = loop.create_future()
                     timer = loop.call_later(self.max_delay, _resolve, self.full)
                     await self.full
                     timer.cancel()
                     self.full = None
-                batch = self._take()
-                await self._run_batch(batch)
+                running = loop.create_task(self._run_batch(self._take()))
+                self.running.add(running)
+                running.add_done_callback(self._finished)
         finally:
             self.worker = None
+
+    def _finished(self, running: asyncio.Task[None]) -> None:
+        self.running.discard(running)
+        self.free_runs.release()
 
     def _take(self) -> list[_Pending]:
         """The oldest request and every queued one compatible with it, up to ``max_rows``."""
@@ -98,6 +111,14 @@ class Batcher:
         return batch
 
     async def _run_batch(self, batch: list[_Pending]) -> None:
+        try:
+            await self._run_merged(batch)
+        except Exception as exc:  # whatever failed, no request of the batch is left waiting
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(exc)
+
+    async def _run_merged(self, batch: list[_Pending]) -> None:
         if len(batch) == 1:
             await _settle(batch[0], self.run(batch[0].inputs, batch[0].outputs))
             return

@@ -41,6 +41,13 @@ def serve_command(
             help="onnxruntime threads (default: the CPUs available, cgroup-aware).", min=1
         ),
     ] = None,
+    parallel_runs: Annotated[
+        int | None,
+        typer.Option(
+            help="Runs at once, sharing the threads (1 = lowest latency; more = throughput).",
+            min=1,
+        ),
+    ] = None,
     max_batch_size: Annotated[
         int | None,
         typer.Option(help="Adaptive batching: rows merged into one run (1 = off).", min=1),
@@ -92,6 +99,7 @@ def serve_command(
         "host": host,
         "port": port,
         "threads": threads,
+        "parallel_runs": parallel_runs,
         "max_batch_size": max_batch_size,
         "max_batch_delay_ms": max_batch_delay_ms,
         "max_concurrency": max_concurrency,

@@ -18,7 +18,7 @@ from serving.app import InferenceApp
 from serving.config import ServeConfig
 from serving.http import HttpServer
 from serving.metrics import Metrics
-from serving.model import ServedModel, warm_up
+from serving.model import ServedModel, warm_thread, warm_up
 
 __all__ = ["serve"]
 
@@ -45,9 +45,9 @@ async def _serve(
     imported: float | None,
 ) -> int:
     loop = asyncio.get_running_loop()
-    # One inference thread: onnxruntime already spreads a run over `threads` cores, and runs
-    # queued one after another keep the CPU cache warm instead of thrashing it.
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+    # One inference thread per parallel run (one by default: onnxruntime already spreads a run
+    # over `threads` cores, and runs queued one after another keep the CPU cache warm).
+    executor = ThreadPoolExecutor(max_workers=config.parallel_runs, thread_name_prefix="inference")
     metrics = Metrics()
     if imported is not None:
         metrics.start_phases["imports"] = imported - started
@@ -116,6 +116,13 @@ async def _receive_models(
     for future in loader:
         model = await asyncio.wrap_future(future)
         await loop.run_in_executor(app.executor, warm_up, model, config)
+        if config.parallel_runs > 1:  # as many runs at once as threads: each thread gets one
+            await asyncio.gather(
+                *(
+                    loop.run_in_executor(app.executor, warm_thread, model)
+                    for _ in range(config.parallel_runs)
+                )
+            )
         app.add_model(model)
         log.info(
             "model %s ready in %.3fs (%s; %s; batching %s)",

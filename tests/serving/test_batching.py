@@ -94,3 +94,44 @@ async def test_the_worker_stops_when_idle_and_restarts(delay: float) -> None:
     await asyncio.sleep(0)
     assert batcher.worker is None
     assert (await batcher.infer(_x(2), ["y"]))[0].tolist() == [[4, 4]]
+
+
+class GatedModel:
+    """Counts the runs going on at once; each run waits until the test opens the gate."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.most = 0
+        self.gate = asyncio.Event()
+
+    async def run(self, inputs: Arrays, outputs: list[str]) -> list[np.ndarray[Any, Any]]:
+        self.running += 1
+        self.most = max(self.most, self.running)
+        await self.gate.wait()
+        self.running -= 1
+        return [inputs["x"] for _ in outputs]
+
+
+@pytest.mark.parametrize("parallel", [1, 2, 3])
+async def test_batches_run_at_most_parallel_at_once(parallel: int) -> None:
+    model = GatedModel()
+    batcher = Batcher(model.run, max_rows=2, max_delay_seconds=0.0, parallel=parallel)
+    answers = asyncio.gather(*(batcher.infer(_x(i), ["y"]) for i in range(10)))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert model.running == model.most == parallel
+    model.gate.set()
+    results = await answers
+    assert [result[0][0][0] for result in results] == list(range(10))
+    assert model.most == parallel
+
+
+async def test_an_unexpected_failure_answers_every_request_of_the_batch() -> None:
+    async def broken(inputs: Arrays, outputs: list[str]) -> list[np.ndarray[Any, Any]]:
+        raise RuntimeError("the session is gone")
+
+    batcher = Batcher(broken, max_rows=8, max_delay_seconds=0.01)
+    results = await asyncio.gather(
+        *(batcher.infer(_x(i), ["y"]) for i in range(3)), return_exceptions=True
+    )
+    assert all(isinstance(result, RuntimeError) for result in results)

@@ -18,6 +18,7 @@ def test_defaults_with_only_a_model() -> None:
     assert config.max_body_bytes == 64 * 2**20
     assert config.model_dir == Path("~/.cache/aideploy/models").expanduser()
     assert config.spin_wait is True
+    assert config.parallel_runs == 1
     assert load_config({"model": ["/m.onnx"], "spin_wait": "off"}, environ={}).spin_wait is False
 
 
@@ -99,6 +100,16 @@ def test_several_models_named_or_by_stem() -> None:
             {"AIDEPLOY_SERVE_SPIN_WAIT": "maybe"},
             "AIDEPLOY_SERVE_SPIN_WAIT: expected true or false",
         ),
+        (
+            {"model": ["/m.onnx"], "threads": "2", "parallel_runs": "3"},
+            {},
+            "--parallel-runs: expected at most the 2 thread(s) the runs share, got 3",
+        ),
+        (
+            {"model": ["/m.onnx"]},
+            {"AIDEPLOY_SERVE_PARALLEL_RUNS": "0"},
+            "AIDEPLOY_SERVE_PARALLEL_RUNS: expected 1..1024, got 0",
+        ),
     ],
 )
 def test_bad_values_name_the_flag_or_variable(
@@ -147,3 +158,16 @@ def test_threads_follow_the_cgroup_cpu_limit(
         (tmp_path / name).write_text(text)
     every = len(os.sched_getaffinity(0))
     assert available_cpus(tmp_path) == (every if expected == "all" else expected)
+
+
+def test_parallel_runs_from_flag_or_variable() -> None:
+    flagged = load_config({"model": ["/m.onnx"], "threads": "4", "parallel_runs": "2"}, environ={})
+    assert (flagged.threads, flagged.parallel_runs) == (4, 2)
+    from_environment = load_config(
+        environ={
+            "AIDEPLOY_SERVE_MODEL_URI": "/m.onnx",
+            "AIDEPLOY_SERVE_THREADS": "2",
+            "AIDEPLOY_SERVE_PARALLEL_RUNS": "2",
+        }
+    )
+    assert from_environment.parallel_runs == 2
