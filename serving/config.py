@@ -31,9 +31,9 @@ where a flag wins over its variable:
     How many runs execute at once, each with ``threads / parallel-runs`` of the threads
     (default 1: one run at a time with all of them, the lowest latency). Under concurrent load
     more runs with fewer threads each use the cores better: measured on 2 cores with the
-    benchmark's encoder (batch 1, concurrency 8), 2 runs of 1 thread served ~1.5x (int8) and
-    ~1.1x (fp32) the requests per second of 1 run of 2 threads, while a lone request took
-    40-70% longer (see serving/README.md). Works with any model, unlike batching; at most
+    benchmark's encoder (batch 1, concurrency 8), 2 runs of 1 thread served 1.3-1.5x (int8)
+    and 1.1-1.2x (fp32) the requests per second of 1 run of 2 threads, while a lone request
+    took 40-75% longer (see serving/README.md). Works with any model, unlike batching; at most
     ``threads``.
 ``AIDEPLOY_SERVE_MAX_BATCH_SIZE``, ``AIDEPLOY_SERVE_MAX_BATCH_DELAY_MS``
     Adaptive batching: merge up to this many rows of concurrent requests into one run, waiting
