@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
@@ -24,12 +25,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import numpy as np
+from onnxruntime import RunOptions
 
 from aideploy import __version__
 from serving.batching import Batcher
 from serving.config import ModelSpec, ServeConfig
 from serving.http import Request, Response, error_body, is_whole_number
 from serving.metrics import Metrics, ModelStats
+from serving.model import RunStoppedError
 from serving.tensors import (
     RequestError,
     TensorSpec,
@@ -38,11 +41,14 @@ from serving.tensors import (
     encode_binary,
     json_data,
 )
+from serving.watchdog import RunWatchdog
 
 if TYPE_CHECKING:
     from serving.model import ServedModel
 
 __all__ = ["InferenceApp", "settled"]
+
+log = logging.getLogger("serving")
 
 Arrays = dict[str, np.ndarray[Any, Any]]
 Results = list[np.ndarray[Any, Any]]
@@ -68,6 +74,9 @@ class _Slot:
 
 INLINE_RUN_SECONDS = 0.05
 """Runs averaging less than this execute on the event loop's own thread (see :class:`_RunSite`)."""
+INLINE_RUN_LIMIT = 0.25
+"""A run on the event loop's thread still going after this long (or after the request
+timeout, if shorter) is stopped and run again on the inference thread."""
 
 
 class _RunSite:
@@ -79,16 +88,18 @@ class _RunSite:
     running short runs inline cut the added latency per request from ~0.5 to ~0.2 ms and
     raised throughput ~5%. Blocking the loop for a short run is cheaper than that. Runs that
     take long on average go to the inference thread so health checks and ``/metrics`` are
-    still answered meanwhile, and so do all runs where a request timeout must be able to
-    answer 504 while a run goes on, and all runs where several execute at once
-    (``parallel_runs``). Until a run has been timed, runs go to the thread.
+    still answered meanwhile, and so do all runs where several execute at once
+    (``parallel_runs``). Until a run has been timed, runs go to the thread. A run on the loop
+    that takes far longer than the average (an outsized input) is stopped by a watchdog after
+    :data:`INLINE_RUN_LIMIT` and run again on the thread, where a request timeout can answer
+    504 and stop it in turn.
     """
 
     __slots__ = ("average", "inline_allowed", "offloaded", "session_run")
 
     def __init__(
         self,
-        session_run: Callable[[Arrays, list[str]], Results],
+        session_run: Callable[[Arrays, list[str], RunOptions | None], Results],
         inline_allowed: bool,
     ) -> None:
         self.session_run = session_run
@@ -108,11 +119,12 @@ class _RunSite:
             and self.average < INLINE_RUN_SECONDS
         )
 
-    def run(self, inputs: Arrays, outputs: list[str]) -> Results:
-        """One run, timed into the average (on whichever thread calls it)."""
+    def run(self, inputs: Arrays, outputs: list[str], options: RunOptions | None = None) -> Results:
+        """One run, timed into the average (on whichever thread calls it); ``options`` lets
+        another thread stop it."""
         started = time.perf_counter()
         try:
-            return self.session_run(inputs, outputs)
+            return self.session_run(inputs, outputs, options)
         finally:
             elapsed = time.perf_counter() - started
             previous = self.average
@@ -165,6 +177,9 @@ class InferenceApp:
         self.admitted = 0
         """Inference requests being handled now (for ``max_concurrency``)."""
         self.slots = {spec.name: _Slot(spec, loop.create_future()) for spec in config.models}
+        timeout = config.request_timeout
+        self.watchdog = RunWatchdog(min(INLINE_RUN_LIMIT, timeout) if timeout else INLINE_RUN_LIMIT)
+        """Stops runs that hold up the event loop (see :class:`_RunSite`)."""
         for name in self.slots:
             metrics.model(name)
 
@@ -176,22 +191,39 @@ class InferenceApp:
         self.metrics.load_phases[model.name] = model.phases
         stats = self.metrics.model(model.name)
         loop = asyncio.get_running_loop()
-        site = _RunSite(
-            model.run,
-            inline_allowed=not self.config.request_timeout and self.config.parallel_runs == 1,
-        )
+        site = _RunSite(model.run, inline_allowed=self.config.parallel_runs == 1)
+        watchdog = self.watchdog
 
         async def offload(inputs: Arrays, outputs: list[str]) -> Results:
+            options = RunOptions()
             site.offloaded += 1
             try:
-                return await loop.run_in_executor(self.executor, site.run, inputs, outputs)
+                return await loop.run_in_executor(self.executor, site.run, inputs, outputs, options)
+            except asyncio.CancelledError:  # timed out (504) or shutting down: free the thread
+                options.terminate = True
+                raise
             finally:
                 site.offloaded -= 1
 
         def run(inputs: Arrays, outputs: list[str]) -> Results | Awaitable[Results]:
             first = next(iter(inputs.values()))
             stats.batch_rows.observe(first.shape[0] if model.batchable else 1)
-            return site.run(inputs, outputs) if site.inline else offload(inputs, outputs)
+            if not site.inline:
+                return offload(inputs, outputs)
+            options = RunOptions()
+            watchdog.watch(options)
+            try:
+                return site.run(inputs, outputs, options)
+            except RunStoppedError:
+                log.info(
+                    "model %s: a run on the event loop went on past %.2fs; running it again on "
+                    "the inference thread",
+                    model.name,
+                    watchdog.limit,
+                )
+                return offload(inputs, outputs)
+            finally:
+                watchdog.done()
 
         if model.batchable and self.config.max_batch_size > 1:
             slot.infer = Batcher(

@@ -26,6 +26,7 @@ from serving.tensors import DATATYPES, ORT_TO_DATATYPE, RequestError, TensorSpec
 
 __all__ = [
     "ModelLoadError",
+    "RunStoppedError",
     "ServedModel",
     "fetch_model",
     "load_model",
@@ -55,6 +56,10 @@ class ModelLoadError(InputError):
     """A model that cannot be fetched or opened; the message names the source and why."""
 
 
+class RunStoppedError(Exception):
+    """A run ended early on purpose (its ``RunOptions.terminate`` was set)."""
+
+
 @dataclass(slots=True)
 class ServedModel:
     """One loaded model. ``run`` is thread-safe (onnxruntime sessions are) and blocking."""
@@ -82,11 +87,16 @@ class ServedModel:
             "outputs": [_spec_json(spec) for spec in self.outputs.values()],
         }
 
-    def run(self, inputs: Arrays, output_names: list[str]) -> list[np.ndarray[Any, Any]]:
-        """One ``session.run``; a failure caused by the inputs becomes a 400 naming the model."""
+    def run(
+        self, inputs: Arrays, output_names: list[str], options: ort.RunOptions | None = None
+    ) -> list[np.ndarray[Any, Any]]:
+        """One ``session.run``; a failure caused by the inputs becomes a 400 naming the model,
+        one stopped through ``options.terminate`` raises :class:`RunStoppedError`."""
         try:
-            return self.session.run(output_names, inputs)  # type: ignore[no-any-return]
+            return self.session.run(output_names, inputs, options)  # type: ignore[no-any-return]
         except Exception as exc:  # onnxruntime raises its own types, all caused by the inputs here
+            if options is not None and options.terminate:
+                raise RunStoppedError(self.name) from None
             raise RequestError(
                 400, f"model {self.name!r} rejected the inputs: {_ort_message(exc)}"
             ) from None

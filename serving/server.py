@@ -96,6 +96,7 @@ async def _serve(
     loading.cancel()
     app.stop()
     clean = await http.drain(0.0 if code else config.shutdown_grace_seconds)
+    app.watchdog.close()
     executor.shutdown(wait=True, cancel_futures=True)
     if usage is not None:
         await usage.stop()

@@ -57,6 +57,22 @@ MULTI_TENSORS: dict[str, tuple[int, list[Any]]] = {
 }
 
 
+def build_chain(path: Path, matmuls: int = 40) -> Path:
+    """``y = x @ x @ ... @ x`` for a square FP32 ``x`` ``[n, n]``: as slow as ``n`` makes it."""
+    nodes, previous = [], "x"
+    for index in range(matmuls):
+        nodes.append(helper.make_node("MatMul", [previous, "x"], [f"m{index}"]))
+        previous = f"m{index}"
+    nodes.append(helper.make_node("Identity", [previous], ["y"]))
+    graph = helper.make_graph(
+        nodes,
+        "chain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", "n"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", "n"])],
+    )
+    return save_model(graph, path)
+
+
 def build_multi(path: Path) -> Path:
     """Several datatypes at once, each echoed, plus ``total`` = sum of ``i64`` (INT64 ``[]``)."""
     nodes = [helper.make_node("Identity", [name], [f"{name}_out"]) for name in MULTI_TENSORS]

@@ -26,9 +26,9 @@ class _MeetingSession:
         self.session = session
         self.meeting = threading.Barrier(parties, timeout=10)
 
-    def run(self, outputs: list[str], inputs: dict[str, Any]) -> Any:
+    def run(self, outputs: list[str], inputs: dict[str, Any], options: Any = None) -> Any:
         self.meeting.wait()
-        return self.session.run(outputs, inputs)
+        return self.session.run(outputs, inputs, options)
 
 
 def _request(value: float) -> Request:

@@ -16,7 +16,7 @@ class _Session:
     def __init__(self) -> None:
         self.seconds = 0.0
 
-    def run(self, inputs: dict[str, Any], outputs: list[str]) -> list[Any]:
+    def run(self, inputs: dict[str, Any], outputs: list[str], options: Any = None) -> list[Any]:
         time.sleep(self.seconds)
         return [np.zeros(1)]
 
@@ -44,7 +44,8 @@ def test_long_runs_stay_on_the_inference_thread() -> None:
     assert site.inline
 
 
-def test_a_request_timeout_keeps_every_run_off_the_loop() -> None:
+def test_runs_stay_off_the_loop_where_inline_is_not_allowed() -> None:
+    """As with parallel runs, which execute side by side on their own threads."""
     site = _RunSite(_Session().run, inline_allowed=False)
     site.run({}, [])
     assert not site.inline
