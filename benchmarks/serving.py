@@ -54,7 +54,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 THREADS = 2
 SEQUENCE = 128
 RAW_ENVIRONMENT = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
-"""The raw onnxruntime processes start as the server does (:func:`serving.launch.single_threaded_blas`):
+"""The raw onnxruntime processes start as the server does (:func:`serving.config.single_threaded_blas`):
 with OpenBLAS's spinning workers the floor's session took ~15 ms longer, a handicap of the
 floor, not a merit of the server."""
 console = Console(width=150 if not sys.stdout.isatty() else None)

@@ -13,7 +13,7 @@ _STARTED = time.perf_counter()
 
 import sys  # noqa: E402 - the start time is taken first on purpose
 
-from serving.launch import single_threaded_blas  # noqa: E402
+from serving.config import single_threaded_blas  # noqa: E402
 
 single_threaded_blas()
 

@@ -89,8 +89,8 @@ def serve_command(
     Every option also reads its AIDEPLOY_SERVE_* variable (see serving/config.py).
     """
     from aideploy.errors import AideployError
-    from serving.config import load_config
-    from serving.launch import run, single_threaded_blas
+    from serving.config import load_config, single_threaded_blas
+    from serving.launch import run
 
     single_threaded_blas()
     options: dict[str, object | None] = {

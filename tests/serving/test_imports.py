@@ -69,7 +69,7 @@ def _threads_after_start_up_imports(blas_threads: str | None) -> tuple[str, int]
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in /proc")
 def test_numpy_blas_starts_no_worker_threads_in_the_server() -> None:
     """OpenBLAS's workers spin for a while after numpy loads, taking a core from the session
-    being built (see serving.launch.single_threaded_blas); an explicit setting is kept."""
+    being built (see serving.config.single_threaded_blas); an explicit setting is kept."""
     setting, threads = _threads_after_start_up_imports(None)
     kept, threads_with_two = _threads_after_start_up_imports("2")
     assert setting == "1"
