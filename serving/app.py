@@ -70,6 +70,13 @@ class _Slot:
     """One request's run: its results at once when it ran inline, else an awaitable."""
     plans: dict[bytes, _Plan] = field(default_factory=dict)
     """Validated JSON headers of binary requests (see :class:`_Plan`), oldest first."""
+    warm: bool = False
+    """The model has run once: only then is it ready."""
+    waiting: int = 0
+    """Requests that arrived before the model was loaded and are not answered yet."""
+    first_run: asyncio.Future[bool] | None = None
+    """While waiting requests warm the model up (:meth:`InferenceApp.add_cold_model`):
+    resolves True once one of their runs succeeded, False if none did."""
 
 
 INLINE_RUN_SECONDS = 0.05
@@ -183,12 +190,42 @@ class InferenceApp:
         for name in self.slots:
             metrics.model(name)
 
+    def waiting(self, name: str) -> bool:
+        """Requests are waiting for model ``name`` to load (say, the one that woke the server)."""
+        return self.slots[name].waiting > 0
+
     def add_model(self, model: ServedModel) -> None:
-        """Make a loaded, warmed-up model servable (and wake requests waiting for it)."""
+        """Make a loaded model that has run once servable (waking requests waiting for it) and
+        ready; or, after :meth:`add_cold_model`, ready."""
         slot = self.slots[model.name]
-        slot.model = model
+        if slot.model is not model:
+            self._install(slot, model)
+        slot.warm = True
         self.metrics.load_seconds[model.name] = model.load_seconds
         self.metrics.load_phases[model.name] = model.phases
+
+    async def add_cold_model(self, model: ServedModel) -> bool:
+        """Serve a loaded model that has not run yet to the requests waiting for it, the first
+        of their runs being its warm-up, rather than make them wait for a run on zeros first.
+        True once one of them ran; False if none did (all were refused, say): it then still
+        needs a warm-up. Ready only after :meth:`add_model`."""
+        slot = self.slots[model.name]
+        first_run: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        slot.first_run = first_run
+        started = time.perf_counter()
+        self._install(slot, model)
+        try:
+            ran = await first_run
+        finally:
+            slot.first_run = None
+        if ran:
+            model.phases["warm_up"] = time.perf_counter() - started
+            model.load_seconds += model.phases["warm_up"]
+        return ran
+
+    def _install(self, slot: _Slot, model: ServedModel) -> None:
+        """Set up where ``model``'s runs execute, then wake the requests waiting for it."""
+        slot.model = model
         stats = self.metrics.model(model.name)
         loop = asyncio.get_running_loop()
         site = _RunSite(model.run, inline_allowed=self.config.parallel_runs == 1)
@@ -198,12 +235,17 @@ class InferenceApp:
             options = RunOptions()
             site.offloaded += 1
             try:
-                return await loop.run_in_executor(self.executor, site.run, inputs, outputs, options)
+                results = await loop.run_in_executor(
+                    self.executor, site.run, inputs, outputs, options
+                )
             except asyncio.CancelledError:  # timed out (504) or shutting down: free the thread
                 options.terminate = True
                 raise
             finally:
                 site.offloaded -= 1
+            if slot.first_run is not None and not slot.first_run.done():
+                slot.first_run.set_result(True)  # a cold model's first runs are offloaded
+            return results
 
         def run(inputs: Arrays, outputs: list[str]) -> Results | Awaitable[Results]:
             first = next(iter(inputs.values()))
@@ -252,7 +294,7 @@ class InferenceApp:
 
     @property
     def ready(self) -> bool:
-        return not self.draining and all(slot.model is not None for slot in self.slots.values())
+        return not self.draining and all(slot.warm for slot in self.slots.values())
 
     def handle(self, request: Request) -> Answer:
         """Route one request; refusals become the protocol's ``{"error": ...}`` body. Answered
@@ -319,7 +361,7 @@ class InferenceApp:
             return _metadata_when_loaded(slot)
         if rest == ["ready"]:
             _allow(request, _GET)
-            ready = slot.model is not None and not self.draining
+            ready = slot.warm and not self.draining
             return _json(200 if ready else 503, {"name": name, "ready": ready})
         if rest == ["infer"]:
             _allow(request, ("POST",))
@@ -362,7 +404,13 @@ class InferenceApp:
         return self._answer_when_run(model, parsed, outcome)
 
     async def _answer_when_loaded(self, slot: _Slot, request: Request) -> Response:
-        return await settled(self._answer(await slot.loaded, slot, request))
+        slot.waiting += 1
+        try:
+            return await settled(self._answer(await slot.loaded, slot, request))
+        finally:
+            slot.waiting -= 1
+            if slot.waiting == 0 and slot.first_run is not None and not slot.first_run.done():
+                slot.first_run.set_result(False)  # answered, none of them by a run
 
     async def _answer_when_run(
         self, model: ServedModel, parsed: _InferRequest, running: Awaitable[Results]

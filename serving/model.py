@@ -30,6 +30,7 @@ __all__ = [
     "ServedModel",
     "fetch_model",
     "load_model",
+    "needs_batch_check",
     "open_model",
     "start_loading",
     "storage_location",
@@ -186,8 +187,7 @@ def warm_up(model: ServedModel, config: ServeConfig) -> None:
     _run_zeros(model, rows=1)
     warmed = time.perf_counter()
     model.phases["warm_up"] = warmed - started
-    signatures = (*model.inputs.values(), *model.outputs.values())
-    if config.max_batch_size > 1 and all(s.shape and s.shape[0] == -1 for s in signatures):
+    if needs_batch_check(model, config):
         model.batchable = _run_zeros(model, rows=2)
         model.phases["batch_check"] = time.perf_counter() - warmed
         if not model.batchable:
@@ -196,6 +196,13 @@ def warm_up(model: ServedModel, config: ServeConfig) -> None:
                 model.name,
             )
     model.load_seconds += time.perf_counter() - started
+
+
+def needs_batch_check(model: ServedModel, config: ServeConfig) -> bool:
+    """Batching is configured and every input and output has a dynamic first axis: a warm-up
+    run at batch 2 then tells whether the outputs really follow the batch axis."""
+    signatures = (*model.inputs.values(), *model.outputs.values())
+    return config.max_batch_size > 1 and all(s.shape and s.shape[0] == -1 for s in signatures)
 
 
 def warm_thread(model: ServedModel) -> None:

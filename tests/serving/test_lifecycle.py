@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -254,6 +256,114 @@ async def test_ready_only_once_loaded_and_the_first_request_waits_for_the_model(
         assert json.loads(response.body)["outputs"][0]["data"] == [1, 2, 3, 4]
         ready = await settled(app.handle(Request("GET", "/v2/health/ready", "", {}, b"")))
         assert ready.status == 200
+
+
+@pytest.fixture
+def collector() -> Iterator[None]:
+    """Undo what the server does to the garbage collector once ready (it freezes every object
+    alive), for the tests that run its start-up in this process."""
+    yield
+    gc.unfreeze()
+    gc.enable()
+
+
+class _HeldSession:
+    """A session whose runs are recorded and, while ``hold`` is clear, kept waiting."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.feeds: list[dict[str, Any]] = []
+        self.hold = threading.Event()
+
+    def run(self, outputs: Any, feeds: dict[str, Any], options: Any = None) -> Any:
+        self.feeds.append(feeds)
+        self.hold.wait(10)
+        return self.session.run(outputs, feeds, options)
+
+
+@pytest.mark.parametrize("valid", [True, False])
+async def test_the_request_that_woke_the_server_is_the_warm_up(
+    tmp_path: Path, valid: bool, collector: None
+) -> None:
+    """A request waiting for the model does not also wait for a run on zeros: its own run is
+    the warm-up, and the server is ready only once it ran. When the waiting requests give the
+    model nothing to run (refused), the warm-up on zeros still happens."""
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    from serving.app import InferenceApp, settled
+    from serving.config import load_config
+    from serving.http import Request
+    from serving.metrics import Metrics
+    from serving.model import ServedModel, open_model
+    from serving.server import _receive_models
+
+    config = load_config({"model": [str(build_scale(tmp_path / "scale.onnx"))]})
+    model = open_model(config.models[0], config)
+    session = _HeldSession(model.session)
+    model.session = session
+    loaded: Future[ServedModel] = Future()
+    with ThreadPoolExecutor(1) as executor:
+        app = InferenceApp(config, Metrics(), executor)
+        receiving = asyncio.ensure_future(
+            _receive_models(config, app, [loaded], time.perf_counter(), app.metrics)
+        )
+        rows: list[list[float]] = [[1, 1, 1, 1]] if valid else [[1, 1, 1]]
+        body = json.dumps(infer_body(scale_input(rows))).encode()
+        waiting = asyncio.ensure_future(
+            settled(app.handle(Request("POST", "/v2/models/scale/infer", "", {}, body)))
+        )
+        await asyncio.sleep(0.01)
+        loaded.set_result(model)
+        while not session.feeds:
+            await asyncio.sleep(0.01)
+        ready = await settled(app.handle(Request("GET", "/v2/health/ready", "", {}, b"")))
+        assert ready.status == 503  # the first run has not finished
+        session.hold.set()
+        response = await waiting
+        await asyncio.wait_for(receiving, 10)
+    if valid:
+        assert response.status == 200
+        assert json.loads(response.body)["outputs"][0]["data"] == [1, 2, 3, 4]
+        assert [feeds["x"].tolist() for feeds in session.feeds] == [[[1, 1, 1, 1]]]
+    else:
+        assert response.status == 400
+        assert [feeds["x"].tolist() for feeds in session.feeds] == [[[0, 0, 0, 0]]]
+    assert app.ready
+    assert model.phases["warm_up"] > 0
+
+
+async def test_garbage_collection_is_off_while_starting_and_on_once_ready(
+    tmp_path: Path, collector: None
+) -> None:
+    """The entry point turns the cyclic collector off (the imports run ~20% faster without
+    it); the server must turn it back on once ready, or reference cycles would never be freed."""
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    from serving.app import InferenceApp
+    from serving.config import load_config
+    from serving.metrics import Metrics
+    from serving.model import ServedModel, open_model
+    from serving.server import _receive_models
+
+    entry = subprocess.run(
+        [sys.executable, "-c", "import gc, serving.__main__; print(gc.isenabled())"],
+        cwd=ROOT,
+        env=serving_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert entry.stdout.strip() == "False"
+    config = load_config({"model": [str(build_scale(tmp_path / "scale.onnx"))]})
+    loaded: Future[ServedModel] = Future()
+    loaded.set_result(open_model(config.models[0], config))
+    gc.disable()
+    with ThreadPoolExecutor(1) as executor:
+        app = InferenceApp(config, Metrics(), executor)
+        await _receive_models(config, app, [loaded], time.perf_counter(), app.metrics)
+    assert app.ready
+    assert gc.isenabled()
+    assert gc.get_freeze_count() > 0
 
 
 def test_concurrency_limit_is_503_and_request_timeout_is_504(tmp_path: Path) -> None:
