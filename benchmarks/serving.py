@@ -678,8 +678,8 @@ def print_tables(
     cold = Table(
         title=f"Cold start, seconds (median of {cold_runs}; process start to first inference, "
         "the server's over HTTP; parts inside each process)",
-        caption="The server's first run is its warm-up on zeros with every dynamic dimension 1; "
-        "its first request at full length is served after 'ready at'.",
+        caption="The server's first run is the waiting request's, which is its warm-up: timed "
+        "from the model being loaded to that run's end, hand-off to the inference thread included.",
     )
     for column in (
         "model",
