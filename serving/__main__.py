@@ -11,15 +11,11 @@ import time
 
 _STARTED = time.perf_counter()
 
-import gc  # noqa: E402 - the start time is taken first on purpose
+import sys  # noqa: E402 - the start time is taken first on purpose
 
-gc.disable()  # until the models are ready: see serving.server._collect_garbage_from_now_on
+from serving.launch import prepare  # noqa: E402
 
-import sys  # noqa: E402
-
-from serving.config import single_threaded_blas  # noqa: E402
-
-single_threaded_blas()
+prepare()
 
 # onnxruntime and numpy next: they are most of the start-up imports, and nothing can overlap
 # them (they hold the GIL); the small imports below then find their dependencies loaded.

@@ -88,14 +88,11 @@ def serve_command(
 
     Every option also reads its AIDEPLOY_SERVE_* variable (see serving/config.py).
     """
-    import gc
-
     from aideploy.errors import AideployError
-    from serving.config import load_config, single_threaded_blas
-    from serving.launch import run
+    from serving.config import load_config
+    from serving.launch import prepare, run
 
-    single_threaded_blas()
-    gc.disable()  # as python -m serving does: back on once the models are ready
+    prepare()
     options: dict[str, object | None] = {
         "model": model or None,
         "name": name,

@@ -110,10 +110,11 @@ def _collect_garbage_from_now_on() -> None:
     """Turn the cyclic garbage collector back on once the models are ready, with everything
     allocated so far frozen out of its collections.
 
-    Both entry points start with it off: importing numpy and onnxruntime allocates enough
-    objects to set off dozens of collections, each scanning all the objects alive by then (on
-    2 cores, medians of 8 starts: 131 and 147 ms of imports without them, 175 and 187 ms
-    with). Those objects live as long as the process: later collections need not scan them."""
+    Both entry points start with it off (:func:`serving.launch.prepare`): importing numpy and
+    onnxruntime allocates enough objects to set off dozens of collections, each scanning all
+    the objects alive by then (on 2 cores, medians of 8 starts: 131 and 147 ms of imports
+    without them, 175 and 187 ms with). Those objects live as long as the process: later
+    collections need not scan them."""
     gc.freeze()
     gc.enable()
 
